@@ -1,0 +1,82 @@
+// Package testutil holds what ckpt's integration tests share: the rule for
+// skipping outside CI, and a busybox root filesystem built from Debian's
+// busybox-static (no registry images).
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// InCI reports whether the tests run in CI, where nothing may be skipped.
+func InCI() bool { return os.Getenv("CI") != "" }
+
+// Require skips the test when a real component is missing, loudly and only
+// outside CI; in CI the missing component fails the test.
+func Require(t testing.TB, what ...string) {
+	t.Helper()
+	var missing []string
+	for _, w := range what {
+		switch w {
+		case "root":
+			if os.Geteuid() != 0 {
+				missing = append(missing, "root")
+			}
+		default:
+			if _, err := exec.LookPath(w); err != nil {
+				missing = append(missing, w)
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("needs %s (run scripts/setup.sh as root)", strings.Join(missing, ", "))
+	if InCI() {
+		t.Fatalf("CI: %s", msg)
+	}
+	t.Skipf("SKIPPED, NOT TESTED: %s", msg)
+}
+
+// BusyboxPath is where Debian's busybox-static installs its binary.
+const BusyboxPath = "/bin/busybox"
+
+// Rootfs builds a minimal root filesystem in dir: a static busybox with a
+// link for every applet, and the directories a container needs.
+func Rootfs(t testing.TB, dir string) {
+	t.Helper()
+	Require(t, BusyboxPath)
+	for _, d := range []string{"bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "run", "var/tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bb := filepath.Join(dir, "bin", "busybox")
+	data, err := os.ReadFile(BusyboxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bb, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(BusyboxPath, "--list").Output()
+	if err != nil {
+		t.Fatalf("busybox --list: %v", err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" {
+			continue
+		}
+		link := filepath.Join(dir, "bin", applet)
+		if err := os.Symlink("busybox", link); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "etc", "group"), []byte("root:x:0:\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "etc", "hostname"), []byte("ckpt-test\n"), 0o644)
+}

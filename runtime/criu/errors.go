@@ -1,0 +1,106 @@
+package criu
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Error is a failed CRIU request with everything that explains it.
+type Error struct {
+	// Request is the request type: DUMP, RESTORE, ...
+	Request string
+	// Stage and Handler are the first notification ckpt answered with
+	// failure, and why.
+	Stage   Stage
+	Handler error
+	// Errno and Message are CRIU's cr_errno and cr_errmsg.
+	Errno   int32
+	Message string
+	// Succeeded is set when CRIU reported success although a handler failed
+	// (CRIU only logs failures at pre-resume and post-resume).
+	Succeeded bool
+	// Exited and ExitStatus describe criu when it died before answering.
+	Exited     bool
+	ExitStatus int
+	// LogFile and LogLines are CRIU's log and its Error lines.
+	LogFile  string
+	LogLines []string
+	// Cause is a transport or context error.
+	Cause error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "criu %s failed", e.Request)
+	if e.Stage != "" {
+		fmt.Fprintf(&b, " at %s", e.Stage)
+		if e.Handler != nil {
+			fmt.Fprintf(&b, ": %v", e.Handler)
+		}
+	}
+	if e.Cause != nil {
+		fmt.Fprintf(&b, ": %v", e.Cause)
+	}
+	if e.Message != "" || e.Errno != 0 {
+		fmt.Fprintf(&b, "; criu says: %s", strings.TrimSpace(e.Message))
+		if e.Errno != 0 {
+			fmt.Fprintf(&b, " (errno %d)", e.Errno)
+		}
+	}
+	if e.Succeeded {
+		b.WriteString("; criu went on and reported success")
+	}
+	if e.Exited && e.Cause == nil && e.Message == "" {
+		fmt.Fprintf(&b, "; criu exited with status %d before answering", e.ExitStatus)
+	}
+	if len(e.LogLines) > 0 {
+		fmt.Fprintf(&b, "; %s:\n  %s", e.LogFile, strings.Join(e.LogLines, "\n  "))
+	} else if e.LogFile != "" {
+		fmt.Fprintf(&b, "; log: %s", e.LogFile)
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is/As reach the handler's error and the cause.
+func (e *Error) Unwrap() []error {
+	var errs []error
+	if e.Handler != nil {
+		errs = append(errs, e.Handler)
+	}
+	if e.Cause != nil {
+		errs = append(errs, e.Cause)
+	}
+	return errs
+}
+
+// maxLogLines bounds how much of a CRIU log an error quotes: the last lines
+// are the ones that explain the failure.
+const maxLogLines = 12
+
+// errorLines returns the last Error lines of a CRIU log.
+func errorLines(path string) []string {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		// CRIU's format: "(00.012345) Error (criu/file.c:123): message";
+		// the parasite and restorer log "pie: N: Error ...".
+		if l := sc.Text(); strings.Contains(l, "Error") {
+			lines = append(lines, strings.TrimSpace(l))
+			if len(lines) > maxLogLines {
+				lines = lines[1:]
+			}
+		}
+	}
+	return lines
+}

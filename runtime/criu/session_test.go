@@ -1,0 +1,425 @@
+package criu
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+)
+
+type event struct {
+	stage Stage
+	pid   int
+}
+
+// recorder is a Handlers that records every stage it sees.
+func recorder(events *[]event) *Handlers {
+	rec := func(s Stage) func(context.Context) error {
+		return func(context.Context) error { *events = append(*events, event{stage: s}); return nil }
+	}
+	recPid := func(s Stage) func(context.Context, int) error {
+		return func(_ context.Context, pid int) error { *events = append(*events, event{s, pid}); return nil }
+	}
+	return &Handlers{
+		PreDump: rec(PreDump), PostDump: rec(PostDump), NetworkLock: rec(NetworkLock),
+		NetworkUnlock: rec(NetworkUnlock), PreRestore: rec(PreRestore),
+		SetupNamespaces: recPid(SetupNamespaces), PostSetupNamespaces: rec(PostSetupNamespaces),
+		PostRestore: recPid(PostRestore), PreResume: rec(PreResume), PostResume: rec(PostResume),
+		StatusReady: rec(StatusReady), PreStream: rec(PreStream),
+		QueryExtFiles: func(context.Context) ([]string, error) {
+			*events = append(*events, event{stage: QueryExtFiles})
+			return nil, nil
+		},
+		OrphanPtsMaster: func(_ context.Context, f *os.File) error {
+			*events = append(*events, event{stage: OrphanPtsMaster})
+			return f.Close()
+		},
+		Unknown: func(_ context.Context, n *Notification) error {
+			*events = append(*events, event{n.Stage, n.Pid})
+			return nil
+		},
+	}
+}
+
+// Every stage reaches its typed handler with its pid, in CRIU's order, and
+// each is answered with success.
+func TestDoDispatchesEveryStage(t *testing.T) {
+	script := []event{
+		{PreDump, 0}, {NetworkLock, 0}, {QueryExtFiles, 0}, {PostDump, 0}, {NetworkUnlock, 0},
+		{StatusReady, 0}, {PreStream, 0},
+		{PreRestore, 0}, {SetupNamespaces, 101}, {PostSetupNamespaces, 0}, {OrphanPtsMaster, 0},
+		{PostRestore, 101}, {PreResume, 0}, {PostResume, 0}, {"post-something-new", 7},
+	}
+	s, p, _ := newTestSession(t, "")
+	go func() {
+		if req := p.recv(); req.GetType() != rpc.CriuReqType_RESTORE {
+			t.Errorf("peer got %v, want RESTORE", req.GetType())
+		}
+		for _, e := range script {
+			var files []*os.File
+			if e.stage == OrphanPtsMaster {
+				r, w, _ := os.Pipe()
+				defer r.Close()
+				defer w.Close()
+				files = append(files, w)
+			}
+			ans := p.notify(e.stage, int32(e.pid), files...)
+			if ans.GetType() != rpc.CriuReqType_NOTIFY || !ans.GetNotifySuccess() {
+				t.Errorf("%s answered %v success=%v", e.stage, ans.GetType(), ans.GetNotifySuccess())
+			}
+		}
+		p.send(&rpc.CriuResp{Type: rpc.CriuReqType_RESTORE.Enum(), Success: ptr(true),
+			Restore: &rpc.CriuRestoreResp{Pid: ptr(int32(101))}})
+	}()
+	var got []event
+	pid, err := s.Restore(context.Background(), opts(), recorder(&got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid != 101 {
+		t.Errorf("pid = %d, want 101", pid)
+	}
+	if len(got) != len(script) {
+		t.Fatalf("got %d events %v, want %d", len(got), got, len(script))
+	}
+	for i := range script {
+		if got[i] != script[i] {
+			t.Errorf("event %d = %v, want %v", i, got[i], script[i])
+		}
+	}
+}
+
+// The pty master attached to orphan-pts-master reaches the handler as a
+// working descriptor.
+func TestOrphanPtsMasterDeliversFD(t *testing.T) {
+	s, p, _ := newTestSession(t, "")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		p.recv()
+		p.notify(OrphanPtsMaster, 0, w)
+		w.Close()
+		p.final(rpc.CriuReqType_RESTORE, true, 0, "")
+	}()
+	h := &Handlers{OrphanPtsMaster: func(_ context.Context, f *os.File) error {
+		defer f.Close()
+		_, err := f.Write([]byte("through the fd"))
+		return err
+	}}
+	if _, err := s.Restore(context.Background(), opts(), h); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, _ := r.Read(buf)
+	if string(buf[:n]) != "through the fd" {
+		t.Errorf("read %q through the received fd", buf[:n])
+	}
+}
+
+// Descriptors that no handler takes, or that come in unexpected numbers,
+// are closed and never leak.
+func TestDescriptorsAreNeverLeaked(t *testing.T) {
+	pipes := func(n int) []*os.File {
+		var fs []*os.File
+		for i := 0; i < n; i++ {
+			r, w, _ := os.Pipe()
+			r.Close()
+			fs = append(fs, w)
+		}
+		return fs
+	}
+	cases := []struct {
+		name    string
+		stage   Stage
+		fds     int
+		h       *Handlers
+		success bool
+	}{
+		{"fd on a stage that takes none", PostRestore, 1, &Handlers{}, true},
+		{"two masters in one message", OrphanPtsMaster, 2, &Handlers{OrphanPtsMaster: func(_ context.Context, f *os.File) error { return f.Close() }}, false},
+		{"master with no console", OrphanPtsMaster, 1, &Handlers{}, false},
+		{"master notification without fd", OrphanPtsMaster, 0, &Handlers{OrphanPtsMaster: func(_ context.Context, f *os.File) error { return f.Close() }}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := countFDs(t)
+			func() {
+				s, p, _ := newTestSession(t, "")
+				done := make(chan bool, 1)
+				go func() {
+					p.recv()
+					files := pipes(tc.fds)
+					ans := p.notify(tc.stage, 5, files...)
+					closeAll(files)
+					done <- ans.GetNotifySuccess()
+					p.final(rpc.CriuReqType_RESTORE, tc.success, 0, "")
+				}()
+				_, err := s.Restore(context.Background(), opts(), tc.h)
+				if ok := <-done; ok != tc.success {
+					t.Errorf("notify_success = %v, want %v", ok, tc.success)
+				}
+				if (err == nil) != tc.success {
+					t.Errorf("err = %v, want success=%v", err, tc.success)
+				}
+				s.Close()
+				p.close()
+			}()
+			if after := countFDs(t); after != before {
+				t.Errorf("fds: %d before, %d after", before, after)
+			}
+		})
+	}
+}
+
+// A handler's failure is answered with notify_success=false, the session
+// reads on to CRIU's final response, and the error names the stage, the
+// handler's error, cr_errmsg/cr_errno and the log's Error lines.
+func TestHandlerFailureReportsEverything(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "dump.log")
+	os.WriteFile(logFile, []byte("(00.001) Warn (criu/x.c:1): meh\n(00.002) Error (criu/cr-dump.c:2043): Post dump script passed with 255\n(00.003) Dumping finished\n"), 0o644)
+	s, p, _ := newTestSession(t, logFile)
+	cancelled := errors.New("operator said no")
+	go func() {
+		p.recv()
+		if ans := p.notify(PreDump, 0); !ans.GetNotifySuccess() {
+			t.Error("pre-dump refused")
+		}
+		if ans := p.notify(PostDump, 0); ans.GetNotifySuccess() {
+			t.Error("post-dump accepted, want refused")
+		}
+		p.notify(NetworkUnlock, 0)
+		p.final(rpc.CriuReqType_DUMP, false, 5, "Post dump script passed with 255")
+	}()
+	_, err := s.Dump(context.Background(), opts(), &Handlers{
+		PostDump: func(context.Context) error { return cancelled },
+	})
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v, want *Error", err)
+	}
+	if !errors.Is(err, cancelled) {
+		t.Error("errors.Is(handler error) = false")
+	}
+	for _, want := range []string{"criu DUMP failed at post-dump", "operator said no", "Post dump script passed with 255", "errno 5", logFile, "Error (criu/cr-dump.c:2043)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "Warn") {
+		t.Errorf("error quotes non-error log lines: %q", err)
+	}
+}
+
+// CRIU ignores a refused pre-resume and reports success: the caller must
+// still hear about the failure.
+func TestIgnoredFailureStillReturned(t *testing.T) {
+	s, p, _ := newTestSession(t, "")
+	go func() {
+		p.recv()
+		p.notify(PreResume, 0)
+		p.send(&rpc.CriuResp{Type: rpc.CriuReqType_RESTORE.Enum(), Success: ptr(true), Restore: &rpc.CriuRestoreResp{Pid: ptr(int32(9))}})
+	}()
+	pid, err := s.Restore(context.Background(), opts(), &Handlers{PreResume: func(context.Context) error { return errors.New("startContainer hook failed") }})
+	var ce *Error
+	if !errors.As(err, &ce) || !ce.Succeeded || ce.Stage != PreResume {
+		t.Fatalf("err = %#v, want Succeeded at pre-resume", err)
+	}
+	if pid != 9 {
+		t.Errorf("pid = %d, want 9 (the caller must be able to kill the tree)", pid)
+	}
+}
+
+// CRIU dying mid-session (EOF) is an error that says so, with the handler
+// error if one came before.
+func TestEOFMidSession(t *testing.T) {
+	s, p, proc := newTestSession(t, "")
+	go func() {
+		p.recv()
+		p.notify(PreRestore, 0)
+		proc.exit(1)
+		p.close()
+	}()
+	_, err := s.Restore(context.Background(), opts(), nil)
+	if err == nil || !strings.Contains(err.Error(), "exited with status 1 before answering") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestMalformedMessages(t *testing.T) {
+	defer func(old int) { maxMessage = old }(maxMessage)
+	maxMessage = 4096
+	cases := []struct {
+		name string
+		send func(p *peer)
+		want string
+	}{
+		{"oversized", func(p *peer) { p.sendRaw(make([]byte, maxMessage+1)) }, "exceeds"},
+		{"too many descriptors", func(p *peer) {
+			var fs []*os.File
+			for i := 0; i < maxFDs+4; i++ {
+				f, _ := os.Open("/dev/null")
+				fs = append(fs, f)
+			}
+			b, _ := (&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: ptr(true), Notify: &rpc.CriuNotify{Script: ptr("post-restore")}}).MarshalVT()
+			p.sendRaw(b, fs...)
+			closeAll(fs)
+		}, "truncated"},
+		{"garbage", func(p *peer) { p.sendRaw([]byte{0xff, 0xff, 0xff}) }, "decode"},
+		{"wrong response type", func(p *peer) { p.final(rpc.CriuReqType_EMPTY, false, 22, "Unsupported request") }, "answered EMPTY"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := countFDs(t)
+			s, p, _ := newTestSession(t, "")
+			sent := make(chan struct{})
+			go func() { p.recv(); tc.send(p); close(sent) }()
+			_, err := s.Dump(context.Background(), opts(), nil)
+			<-sent
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			s.Close()
+			p.close()
+			if after := countFDs(t); after != before {
+				t.Errorf("fds: %d before, %d after", before, after)
+			}
+		})
+	}
+}
+
+// A handler may hold its reply; CRIU waits and gets the answer only when the
+// handler returns (restore across containerd's Create and Start).
+func TestHeldReply(t *testing.T) {
+	s, p, _ := newTestSession(t, "")
+	release := make(chan struct{})
+	held := make(chan int)
+	answered := make(chan time.Time, 1)
+	go func() {
+		p.recv()
+		ans := p.notify(SetupNamespaces, 77)
+		answered <- time.Now()
+		if !ans.GetNotifySuccess() {
+			t.Error("held reply answered false")
+		}
+		p.final(rpc.CriuReqType_RESTORE, true, 0, "")
+	}()
+	go func() {
+		pid := <-held
+		if pid != 77 {
+			t.Errorf("held pid = %d", pid)
+		}
+		select {
+		case <-answered:
+			t.Error("criu got its answer while the handler held it")
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(release)
+	}()
+	_, err := s.Restore(context.Background(), opts(), &Handlers{SetupNamespaces: func(ctx context.Context, pid int) error {
+		held <- pid
+		<-release
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Cancelling the context kills criu, unblocks a pending receive or a held
+// handler, and says so.
+func TestCancellation(t *testing.T) {
+	for _, where := range []string{"receive", "handler"} {
+		t.Run(where, func(t *testing.T) {
+			s, p, proc := newTestSession(t, "")
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				p.recv()
+				if where == "handler" {
+					p.notify(SetupNamespaces, 3)
+				}
+			}()
+			h := &Handlers{SetupNamespaces: func(ctx context.Context, pid int) error {
+				<-ctx.Done()
+				return ctx.Err()
+			}}
+			time.AfterFunc(50*time.Millisecond, cancel)
+			_, err := s.Restore(ctx, opts(), h)
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+			if !proc.wasKilled() {
+				t.Error("criu not killed")
+			}
+		})
+	}
+}
+
+// query-ext-files may answer with externals for CRIU to add.
+func TestQueryExtFilesAnswer(t *testing.T) {
+	s, p, _ := newTestSession(t, "")
+	go func() {
+		p.recv()
+		ans := p.notify(QueryExtFiles, 0)
+		if got := ans.GetOpts().GetExternal(); len(got) != 1 || got[0] != "file[42:7]" {
+			t.Errorf("externals = %v", got)
+		}
+		p.final(rpc.CriuReqType_DUMP, true, 0, "")
+	}()
+	_, err := s.Dump(context.Background(), opts(), &Handlers{QueryExtFiles: func(context.Context) ([]string, error) {
+		return []string{"file[42:7]"}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// VERSION and FEATURE_CHECK keep criu open and report what CRIU said, not
+// what was asked.
+func TestCapabilitiesOnOneProcess(t *testing.T) {
+	s, p, _ := newTestSession(t, "")
+	s.path = "" // not cached
+	go func() {
+		req := p.recv()
+		if req.GetType() != rpc.CriuReqType_VERSION || !req.GetKeepOpen() {
+			t.Errorf("first request %v keep_open=%v", req.GetType(), req.GetKeepOpen())
+		}
+		p.send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: ptr(true),
+			Version: &rpc.CriuVersion{MajorNumber: ptr(int32(4)), MinorNumber: ptr(int32(1)), Sublevel: ptr(int32(1))}})
+		req = p.recv()
+		if req.GetType() != rpc.CriuReqType_FEATURE_CHECK || !req.GetKeepOpen() || req.GetFeatures() == nil {
+			t.Errorf("second request %v keep_open=%v features=%v", req.GetType(), req.GetKeepOpen(), req.GetFeatures())
+		}
+		p.send(&rpc.CriuResp{Type: rpc.CriuReqType_FEATURE_CHECK.Enum(), Success: ptr(true),
+			Features: &rpc.CriuFeatures{MemTrack: ptr(false), LazyPages: ptr(true)}})
+		if req = p.recv(); req.GetType() != rpc.CriuReqType_CHECK {
+			t.Errorf("third request %v", req.GetType())
+		}
+		p.final(rpc.CriuReqType_CHECK, true, 0, "")
+	}()
+	c, err := s.Capabilities(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Version.String() != "4.1.1" || c.Version.Int() != 40101 || c.PreDump() || !c.Features.LazyPages || !c.SinglePreDump() {
+		t.Errorf("capabilities = %+v", c)
+	}
+	if err := s.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErrorUnwrapsCause(t *testing.T) {
+	e := &Error{Request: "DUMP", Cause: io.ErrUnexpectedEOF}
+	if !errors.Is(e, io.ErrUnexpectedEOF) {
+		t.Error("cause not reachable")
+	}
+}
