@@ -44,7 +44,7 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, ": %v", e.Cause)
 	}
 	if e.Message != "" || e.Errno != 0 {
-		fmt.Fprintf(&b, "; criu says: %s", strings.TrimSpace(e.Message))
+		fmt.Fprintf(&b, "; criu says: %s", strings.TrimSpace(e.reason()))
 		if e.Errno != 0 {
 			fmt.Fprintf(&b, " (errno %d)", e.Errno)
 		}
@@ -75,6 +75,38 @@ func (e *Error) Unwrap() []error {
 	return errs
 }
 
+// benignErrors are lines CRIU logs at Error level although nothing failed.
+// CRIU reports its first Error line as cr_errmsg, so one of these can hide
+// the real reason; ckpt skips them.
+var benignErrors = []string{
+	// Raising the fd limit to fs.nr_open needs CAP_SYS_RESOURCE; CRIU goes
+	// on with the current limit.
+	"rlimit: Can't setup RLIMIT_NOFILE for self",
+}
+
+func isBenign(line string) bool {
+	for _, b := range benignErrors {
+		if strings.Contains(line, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// reason is cr_errmsg, or the first real Error line of the log when
+// cr_errmsg is one of the benign ones.
+func (e *Error) reason() string {
+	if !isBenign(e.Message) {
+		return e.Message
+	}
+	for _, l := range e.LogLines {
+		if i := strings.Index(l, "Error ("); i >= 0 {
+			return l[i:]
+		}
+	}
+	return e.Message
+}
+
 // maxLogLines bounds how much of a CRIU log an error quotes: the last lines
 // are the ones that explain the failure.
 const maxLogLines = 12
@@ -95,7 +127,7 @@ func errorLines(path string) []string {
 	for sc.Scan() {
 		// CRIU's format: "(00.012345) Error (criu/file.c:123): message";
 		// the parasite and restorer log "pie: N: Error ...".
-		if l := sc.Text(); strings.Contains(l, "Error") {
+		if l := sc.Text(); strings.Contains(l, "Error") && !isBenign(l) {
 			lines = append(lines, strings.TrimSpace(l))
 			if len(lines) > maxLogLines {
 				lines = lines[1:]

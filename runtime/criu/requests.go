@@ -2,6 +2,9 @@ package criu
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 )
@@ -44,9 +47,27 @@ func (s *Session) Restore(ctx context.Context, opts *rpc.CriuOpts, h Handler) (i
 	return int(resp.GetRestore().GetPid()), err
 }
 
-// Check asks criu whether the kernel supports checkpoint/restore.
+// Check asks criu whether the kernel supports checkpoint/restore. CRIU
+// wants an images dir even for this; a scratch one holds its log, which a
+// failure quotes.
 func (s *Session) Check(ctx context.Context) error {
-	_, err := s.Do(ctx, &rpc.CriuReq{Type: rpc.CriuReqType_CHECK.Enum()}, nil)
+	dir, err := os.MkdirTemp("", "ckpt-criu-check-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	opts := &rpc.CriuOpts{ImagesDirFd: ptr(int32(d.Fd())), LogFile: ptr("check.log"), LogLevel: ptr(int32(2))}
+	_, err = s.Do(ctx, &rpc.CriuReq{Type: rpc.CriuReqType_CHECK.Enum(), Opts: opts}, nil)
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.LogLines = errorLines(filepath.Join(dir, "check.log"))
+		ce.LogFile = "criu check log"
+	}
 	return err
 }
 

@@ -423,3 +423,15 @@ func TestErrorUnwrapsCause(t *testing.T) {
 		t.Error("cause not reachable")
 	}
 }
+
+// CRIU's cr_errmsg is its first Error line; a benign one must not hide the
+// real reason.
+func TestBenignFirstErrorIsSkipped(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "restore.log")
+	os.WriteFile(logFile, []byte("(00.02) Error (criu/util.c:1533): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n(00.03) Error (criu/cr-restore.c:1230): Can't fork for 19355: File exists\n"), 0o644)
+	e := &Error{Request: "RESTORE", Message: "rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted", LogFile: logFile, LogLines: errorLines(logFile)}
+	msg := e.Error()
+	if !strings.Contains(msg, "criu says: Error (criu/cr-restore.c:1230): Can't fork for 19355") || strings.Contains(msg, "rlimit") {
+		t.Errorf("error = %q", msg)
+	}
+}

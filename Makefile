@@ -1,0 +1,42 @@
+# ckpt: build, set up the real components, test, demo, benchmark.
+SHELL   := /bin/bash
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+# Integration tests restore processes at their original pids and share
+# runc, containerd and iptables state: one package at a time.
+INTEGRATION := ./integration/...
+
+.PHONY: all build setup test unit integration demo bench lint clean install
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ckpt ./cmd/ckpt
+	@if [ -d cmd/containerd-shim-ckpt-v2 ]; then $(GO) build -o $(BIN)/containerd-shim-ckpt-v2 ./cmd/containerd-shim-ckpt-v2; fi
+
+# Installs CRIU, runc and containerd (idempotent; needs root).
+setup:
+	bash scripts/setup.sh
+
+install: build
+	install -m 0755 $(BIN)/ckpt /usr/local/bin/ckpt
+	@if [ -x $(BIN)/containerd-shim-ckpt-v2 ]; then install -m 0755 $(BIN)/containerd-shim-ckpt-v2 /usr/local/bin/; fi
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list $(PKGS) | grep -v /integration/)
+
+integration: build
+	$(GO) test -count=1 -p 1 -timeout 30m -v $(INTEGRATION) 2>&1 | tee /tmp/ckpt-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'; exit $${PIPESTATUS[0]}
+
+test: lint unit integration
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo: build
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,167 @@
+// Package host answers "can this machine checkpoint containers, and if not,
+// why": CRIU and its features, the kernel, cgroups, runc, iptables.
+package host
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"strings"
+
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"golang.org/x/sys/unix"
+)
+
+// MinCRIU is the oldest CRIU ckpt supports: 3.17 and older cannot dump on
+// kernels >= 6.13 (vDSO layout).
+var MinCRIU = criu.Version{Major: 4, Minor: 1}
+
+// Item is one thing checked.
+type Item struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Value  string `json:"value,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Optional items do not fail the check (pre-dump, lazy pages).
+	Optional bool `json:"optional,omitempty"`
+}
+
+// Report is the whole answer.
+type Report struct {
+	OK           bool               `json:"ok"`
+	Items        []Item             `json:"items"`
+	Capabilities *criu.Capabilities `json:"criu,omitempty"`
+}
+
+// Check inspects the host. criuPath "" means criu from PATH.
+func Check(ctx context.Context, criuPath string) *Report {
+	r := &Report{OK: true}
+	add := func(it Item) {
+		if !it.OK && !it.Optional {
+			r.OK = false
+		}
+		r.Items = append(r.Items, it)
+	}
+
+	var uts unix.Utsname
+	kernel := "unknown"
+	if unix.Uname(&uts) == nil {
+		kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	add(Item{Name: "kernel", OK: true, Value: kernel})
+	add(Item{Name: "root", OK: os.Geteuid() == 0, Value: fmt.Sprintf("uid %d", os.Geteuid()),
+		Reason: "CRIU needs root (CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE, ptrace)"})
+	add(Item{Name: "cgroups", OK: true, Value: CgroupMode()})
+
+	caps, err := criu.Probe(ctx, criuPath)
+	if err != nil {
+		add(Item{Name: "criu", OK: false, Reason: err.Error()})
+	} else {
+		r.Capabilities = caps
+		it := Item{Name: "criu", OK: caps.Version.Int() >= MinCRIU.Int(), Value: fmt.Sprintf("%s at %s", caps.Version, caps.Path)}
+		if !it.OK {
+			it.Reason = fmt.Sprintf("CRIU %s is too old: ckpt needs >= %s (older CRIU cannot dump on this kernel's vDSO)", caps.Version, MinCRIU)
+		}
+		add(it)
+		add(kernelCheck(ctx, caps.Path))
+		add(Item{Name: "pre-dump (soft-dirty memory tracking)", OK: caps.Features.MemTrack, Optional: true,
+			Value: yesNo(caps.Features.MemTrack), Reason: "the kernel has no soft-dirty tracking: iterative pre-dump is unavailable"})
+		add(Item{Name: "lazy pages (userfaultfd)", OK: caps.Features.LazyPages, Optional: true,
+			Value: yesNo(caps.Features.LazyPages), Reason: "userfaultfd is unavailable: lazy restore is off"})
+	}
+
+	if p, err := exec.LookPath("iptables-restore"); err != nil {
+		add(Item{Name: "iptables-restore", OK: false, Reason: "CRIU locks a container's network with iptables-restore; install iptables"})
+	} else {
+		add(Item{Name: "iptables-restore", OK: true, Value: p})
+	}
+	add(runcCheck(ctx))
+	return r
+}
+
+// kernelCheck runs CRIU's own CHECK request: it tries the kernel features a
+// dump and restore need.
+func kernelCheck(ctx context.Context, path string) Item {
+	s, err := criu.Start(ctx, criu.Config{Path: path})
+	if err != nil {
+		return Item{Name: "criu check", OK: false, Reason: err.Error()}
+	}
+	defer s.Close()
+	if err := s.Check(ctx); err != nil {
+		return Item{Name: "criu check", OK: false, Reason: err.Error()}
+	}
+	return Item{Name: "criu check", OK: true, Value: "kernel supports checkpoint/restore"}
+}
+
+func runcCheck(ctx context.Context) Item {
+	want := PinnedRuncVersion()
+	p, err := exec.LookPath("runc")
+	if err != nil {
+		return Item{Name: "runc", OK: false, Reason: fmt.Sprintf("runc not found in PATH: ckpt needs runc %s", want)}
+	}
+	have, err := RuncVersion(ctx, p)
+	if err != nil {
+		return Item{Name: "runc", OK: false, Reason: err.Error()}
+	}
+	it := Item{Name: "runc", OK: want == "" || have == want, Value: fmt.Sprintf("%s at %s", have, p)}
+	if !it.OK {
+		it.Reason = fmt.Sprintf("ckpt writes runc's state with runc %s's types but %s is runc %s; install runc %s (scripts/setup.sh does)", want, p, have, want)
+	}
+	return it
+}
+
+// RuncVersion runs `runc --version` and returns the version, e.g. "1.5.2".
+func RuncVersion(ctx context.Context, path string) (string, error) {
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", path, err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "runc" && f[1] == "version" {
+			return f[2], nil
+		}
+	}
+	return "", fmt.Errorf("%s --version printed no version: %q", path, out)
+}
+
+// PinnedRuncVersion is the runc version whose libcontainer types this
+// binary was built with (go.mod's pin), without the "v".
+func PinnedRuncVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, d := range bi.Deps {
+		if d.Path == "github.com/opencontainers/runc" {
+			if d.Replace != nil {
+				d = d.Replace
+			}
+			return strings.TrimPrefix(d.Version, "v")
+		}
+	}
+	return ""
+}
+
+// CgroupMode is "v2", "v1" or "hybrid (v1 + v2)".
+func CgroupMode() string {
+	var st unix.Statfs_t
+	if unix.Statfs("/sys/fs/cgroup", &st) != nil {
+		return "unknown"
+	}
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "v2"
+	}
+	if unix.Statfs("/sys/fs/cgroup/unified", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "hybrid (v1 + v2)"
+	}
+	return "v1"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
