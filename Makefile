@@ -35,6 +35,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+bench: build
+	$(GO) run ./bench -out results
+
 demo: build
 	bash scripts/demo.sh
 

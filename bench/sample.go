@@ -1,0 +1,91 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/stats"
+)
+
+// Sample is one checkpoint and restore of one workload by one target.
+type Sample struct {
+	Target   string `json:"target"`
+	Workload string `json:"workload"`
+	MemMiB   int    `json:"mem_mib,omitempty"`
+	Rep      int    `json:"rep"`
+
+	// Checkpoint is request to return; Restore is request to the task
+	// running again.
+	Checkpoint time.Duration `json:"checkpoint_ns"`
+	Restore    time.Duration `json:"restore_ns"`
+	ImageBytes int64         `json:"image_bytes"`
+	// ShimRSS is the resident memory of the target's shim after restore,
+	// where there is a shim.
+	ShimRSS int64 `json:"shim_rss_bytes,omitempty"`
+
+	Dump    *DumpStats    `json:"criu_dump,omitempty"`
+	Restored *RestoreStats `json:"criu_restore,omitempty"`
+	Err     string        `json:"error,omitempty"`
+}
+
+// DumpStats are CRIU's own dump figures (stats-dump), in microseconds.
+type DumpStats struct {
+	Freezing, Frozen, Memdump, Memwrite uint32
+	PagesWritten                         uint64
+}
+
+// RestoreStats are CRIU's restore figures (stats-restore).
+type RestoreStats struct {
+	Forking, Restore uint32
+	PagesRestored    uint64
+}
+
+// readStats reads the statistics CRIU leaves in an image dir, if any.
+func readStats(dir string) (*DumpStats, *RestoreStats) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, nil
+	}
+	defer f.Close()
+	var d *DumpStats
+	var r *RestoreStats
+	if s, err := stats.CriuGetDumpStats(f); err == nil {
+		d = &DumpStats{s.GetFreezingTime(), s.GetFrozenTime(), s.GetMemdumpTime(), s.GetMemwriteTime(), s.GetPagesWritten()}
+	}
+	if s, err := stats.CriuGetRestoreStats(f); err == nil {
+		r = &RestoreStats{s.GetForkingTime(), s.GetRestoreTime(), s.GetPagesRestored()}
+	}
+	return d, r
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// Spread is min, median and max of a figure over repetitions.
+type Spread struct {
+	Min, Median, Max float64
+	N                int
+}
+
+func spread(v []float64) Spread {
+	if len(v) == 0 {
+		return Spread{}
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Spread{Min: s[0], Median: m, Max: s[len(s)-1], N: len(s)}
+}

@@ -1,0 +1,55 @@
+package host
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func fakeRunc(t *testing.T, output string, exit int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "runc")
+	script := "#!/bin/sh\ncat <<'X'\n" + output + "\nX\nexit " + string(rune('0'+exit)) + "\n"
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRuncVersion(t *testing.T) {
+	cases := []struct {
+		name, out string
+		exit      int
+		want      string
+		wantErr   string
+	}{
+		{"release", "runc version 1.5.2\ncommit: v1.5.2-0-g1234\nspec: 1.3.0\ngo: go1.26.8", 0, "1.5.2", ""},
+		{"rc", "runc version 1.6.0-rc.1\nspec: 1.3.0", 0, "1.6.0-rc.1", ""},
+		{"garbage", "hello", 0, "", "printed no version"},
+		{"fails", "", 1, "", "--version"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := RuncVersion(context.Background(), fakeRunc(t, tc.out, tc.exit))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCgroupModeIsKnown(t *testing.T) {
+	switch m := CgroupMode(); m {
+	case "v1", "v2", "hybrid (v1 + v2)":
+	default:
+		t.Errorf("CgroupMode() = %q", m)
+	}
+}
