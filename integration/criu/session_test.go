@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 )
 
@@ -220,4 +222,95 @@ func TestCancelKillsCRIU(t *testing.T) {
 	}
 	before := lastCount(t, out)
 	waitFor(t, "the counter to survive the cancelled dump", func() bool { return lastCount(t, out) > before+2 })
+}
+
+// Pages go to a page server started through the session (as for a
+// migration); the other images stay local. Together they restore a counter
+// that continues.
+func TestDumpThroughPageServer(t *testing.T) {
+	requireCRIU(t)
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := startCounter(t, out, 0)
+	local, ld := imageDir(t)
+	remote, rd := imageDir(t)
+
+	ps := start(t, filepath.Join(remote, "page-server.log"))
+	psPid, port, err := ps.PageServer(context.Background(), &rpc.CriuOpts{
+		ImagesDirFd: ptr(int32(rd.Fd())), LogFile: ptr("page-server.log"), LogLevel: ptr(int32(4)),
+		Ps: &rpc.CriuPageServerInfo{Address: ptr("127.0.0.1"), Port: ptr(int32(0))},
+	}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if port == 0 {
+		t.Fatalf("page server answered no port (pid %d)", psPid)
+	}
+	if psPid != 0 {
+		t.Cleanup(func() { syscall.Kill(psPid, syscall.SIGKILL) })
+	}
+
+	opts := dumpOpts(ld, cmd.Process.Pid)
+	opts.Ps = &rpc.CriuPageServerInfo{Address: ptr("127.0.0.1"), Port: ptr(int32(port))}
+	if _, err := start(t, filepath.Join(local, "dump.log")).Dump(context.Background(), opts, nil); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if _, err := os.Stat(filepath.Join(local, "pages-1.img")); err == nil {
+		t.Error("pages were written locally, not to the page server")
+	}
+	// Bring the local images next to the pages, as a migration would.
+	ents, _ := os.ReadDir(local)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(local, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(remote, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := lastCount(t, out)
+	pid, err := start(t, filepath.Join(remote, "restore.log")).Restore(context.Background(), restoreOpts(rd), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reap(pid) })
+	waitFor(t, "the migrated counter to count on", func() bool { return lastCount(t, out) > before+3 })
+	assertContinuous(t, out)
+}
+
+// Pre-dump needs soft-dirty memory tracking. Where the kernel lacks it the
+// capability says so and a pre-dump fails with CRIU's reason.
+func TestPreDumpFollowsMemTrack(t *testing.T) {
+	requireCRIU(t)
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := startCounter(t, out, 0)
+	caps, err := criu.Probe(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, pd := imageDir(t)
+	s := start(t, filepath.Join(parent, "dump.log"))
+	opts := dumpOpts(pd, cmd.Process.Pid)
+	opts.TrackMem = ptr(true)
+	err = s.SinglePreDump(context.Background(), opts)
+	if caps.PreDump() {
+		if err != nil {
+			t.Fatalf("pre-dump with memory tracking available: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(parent, "pagemap-"+strconv.Itoa(cmd.Process.Pid)+".img")); err != nil {
+			t.Errorf("pre-dump wrote no pagemap: %v", err)
+		}
+	} else {
+		if err == nil {
+			t.Fatal("pre-dump succeeded on a kernel without soft-dirty tracking")
+		}
+		t.Logf("pre-dump refused as expected here: %v", err)
+		var ce *criu.Error
+		if !errors.As(err, &ce) || (ce.Message == "" && len(ce.LogLines) == 0) {
+			t.Errorf("error does not carry CRIU's reason: %v", err)
+		}
+	}
+	before := lastCount(t, out)
+	waitFor(t, "the counter to go on after the pre-dump", func() bool { return lastCount(t, out) > before+2 })
 }

@@ -435,3 +435,43 @@ func TestBenignFirstErrorIsSkipped(t *testing.T) {
 		t.Errorf("error = %q", msg)
 	}
 }
+
+// Iterative migration: several PRE_DUMPs and the final DUMP go to one criu,
+// which waits for the next request after each pre-dump.
+func TestIterativePreDumpOnOneProcess(t *testing.T) {
+	s, p, _ := newTestSession(t, "")
+	go func() {
+		for _, want := range []rpc.CriuReqType{rpc.CriuReqType_PRE_DUMP, rpc.CriuReqType_PRE_DUMP, rpc.CriuReqType_DUMP} {
+			req := p.recv()
+			if req.GetType() != want {
+				t.Errorf("got %v, want %v", req.GetType(), want)
+				return
+			}
+			if want == rpc.CriuReqType_DUMP {
+				p.notify(PostDump, 0)
+				p.final(want, true, 0, "")
+				return
+			}
+			p.send(&rpc.CriuResp{Type: want.Enum(), Success: ptr(true)})
+		}
+	}()
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if err := s.PreDump(ctx, opts()); err != nil {
+			t.Fatalf("pre-dump %d: %v", i, err)
+		}
+		if s.finished {
+			t.Fatal("session marked finished after a pre-dump")
+		}
+	}
+	var dumped bool
+	if _, err := s.Dump(ctx, opts(), &Handlers{PostDump: func(context.Context) error { dumped = true; return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	if !dumped || !s.finished {
+		t.Errorf("dumped=%v finished=%v", dumped, s.finished)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("close after a clean dump: %v", err)
+	}
+}
