@@ -25,15 +25,15 @@ type Sample struct {
 	// where there is a shim.
 	ShimRSS int64 `json:"shim_rss_bytes,omitempty"`
 
-	Dump    *DumpStats    `json:"criu_dump,omitempty"`
+	Dump     *DumpStats    `json:"criu_dump,omitempty"`
 	Restored *RestoreStats `json:"criu_restore,omitempty"`
-	Err     string        `json:"error,omitempty"`
+	Err      string        `json:"error,omitempty"`
 }
 
 // DumpStats are CRIU's own dump figures (stats-dump), in microseconds.
 type DumpStats struct {
 	Freezing, Frozen, Memdump, Memwrite uint32
-	PagesWritten                         uint64
+	PagesWritten                        uint64
 }
 
 // RestoreStats are CRIU's restore figures (stats-restore).
