@@ -1,0 +1,117 @@
+package runc_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ckpt-dev/ckpt/runtime/container"
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+)
+
+// TestRestoreHeldUntilFinish: StartRestore returns with the restored root
+// and its namespaces existing while nothing runs yet (the counter does not
+// move, runc does not know the container); Finish completes it. Every CRIU
+// stage reaches OnStage with the root's pid.
+func TestRestoreHeldUntilFinish(t *testing.T) {
+	c, images := checkpointed(t)
+	var mu sync.Mutex
+	var stages []string
+	opts := c.restoreOpts(images, c.id)
+	opts.OnStage = func(_ context.Context, s criu.Stage, pid int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if pid > 0 {
+			stages = append(stages, string(s))
+		} else {
+			stages = append(stages, string(s)+"(no pid)")
+		}
+		return nil
+	}
+	r, err := container.StartRestore(ctx(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := r.Pid()
+	if pid <= 0 {
+		t.Fatalf("pid %d while held", pid)
+	}
+	if _, err := os.Stat("/proc/" + itoa(pid) + "/ns/net"); err != nil {
+		t.Fatalf("restored root's netns while held: %v", err)
+	}
+	if st, _ := c.state(c.id); st != "" {
+		t.Fatalf("runc knows the container while held: %s", st)
+	}
+	held := c.last()
+	time.Sleep(300 * time.Millisecond)
+	if c.last() != held {
+		t.Fatal("the container ran while CRIU was held")
+	}
+	if err := r.Finish(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if st, rpid := c.state(c.id); st != "running" || rpid != pid {
+		t.Fatalf("after Finish: %s %d, want running %d", st, rpid, pid)
+	}
+	c.waitCount(held + 3)
+	c.assertContinuous()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{"pre-restore(no pid)", "setup-namespaces", "post-restore", "post-resume"} {
+		if !slices.Contains(stages, want) {
+			t.Errorf("stages %v lack %s", stages, want)
+		}
+	}
+}
+
+// TestRestoreAbort: Abort while held kills the restored tree and leaves
+// nothing; the id and the image are usable again.
+func TestRestoreAbort(t *testing.T) {
+	c, images := checkpointed(t)
+	r, err := container.StartRestore(ctx(t), c.restoreOpts(images, c.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := r.Pid()
+	if err := r.Abort(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		t.Fatalf("restored root %d survives Abort", pid)
+	}
+	if err := r.Finish(ctx(t)); err == nil || !strings.Contains(err.Error(), "aborted") {
+		t.Errorf("Finish after Abort: %v", err)
+	}
+	c.assertGone(c.id, nil)
+
+	before := c.last()
+	c.restore(images, c.id)
+	c.waitCount(before + 3)
+}
+
+// TestRestoreHoldTimeout: a hold nobody ends is aborted by itself.
+func TestRestoreHoldTimeout(t *testing.T) {
+	c, images := checkpointed(t)
+	opts := c.restoreOpts(images, c.id)
+	opts.HoldTimeout = 300 * time.Millisecond
+	r, err := container.StartRestore(ctx(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the hold did not time out")
+	}
+	if err := r.Finish(ctx(t)); err == nil || !strings.Contains(err.Error(), "setup-namespaces") {
+		t.Fatalf("Finish after the timeout: %v", err)
+	}
+	if alive(r.Pid()) {
+		t.Fatalf("restored root %d survives the timeout", r.Pid())
+	}
+	c.assertGone(c.id, nil)
+}

@@ -1,0 +1,268 @@
+package container
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+)
+
+// CheckpointOptions say which container to checkpoint and how.
+type CheckpointOptions struct {
+	// Root is runc's root dir (runc --root), ID the container.
+	Root, ID string
+	// ImagePath receives CRIU's images, descriptors.json and ckpt.json.
+	ImagePath string
+	// WorkPath holds CRIU's log (dump.log); "" puts it in ImagePath.
+	WorkPath string
+	// ParentPath is a previous pre-dump's image dir, relative to ImagePath
+	// as CRIU wants it.
+	ParentPath string
+
+	LeaveRunning   bool
+	TCPEstablished bool
+	ExtUnixSK      bool
+	ShellJob       bool
+	FileLocks      bool
+	// EmptyNetNS dumps the network namespace empty: the caller (Docker,
+	// CNI) recreates its network on restore.
+	EmptyNetNS bool
+	// CgroupsMode is CRIU's manage-cgroups mode: "", soft, full, strict,
+	// ignore.
+	CgroupsMode string
+	// PreDump copies memory only, for a later checkpoint's ParentPath. It
+	// needs memory change tracking (soft-dirty), which some kernels lack.
+	PreDump bool
+	// WindowSize of the container's terminal, recorded for the restore.
+	WindowSize *image.WindowSize
+
+	// CriuPath is the criu binary ("" = criu in PATH); Runc the runc
+	// binary used to delete the container afterwards ("" = runc).
+	CriuPath, Runc string
+	// Monitor starts and waits criu and runc (a shim passes its reaper).
+	Monitor runc.ProcessMonitor
+	// OnStage is called at every CRIU notification, with the init's pid;
+	// an error fails the checkpoint (CRIU rolls back).
+	OnStage func(ctx context.Context, stage criu.Stage, pid int) error
+}
+
+// Checkpoint checkpoints a container runc runs. Without LeaveRunning the
+// container's processes are gone afterwards and runc's state is deleted, so
+// the id can be reused. A failed checkpoint leaves the container running
+// (CRIU rolls back) and no restorable image: CRIU's image files are
+// removed, its log is kept.
+func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata, retErr error) {
+	start := time.Now()
+	st, _, err := runcstate.Load(opts.Root, opts.ID)
+	if err != nil {
+		return nil, err
+	}
+	pid := st.InitProcessPid
+	if !runcstate.Alive(pid, st.InitProcessStartTime) {
+		return nil, fmt.Errorf("container %q is not running (its init %d is gone)", opts.ID, pid)
+	}
+	if opts.ImagePath == "" {
+		return nil, errors.New("checkpoint: no image path")
+	}
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", opts.ID))
+	cfg := &st.Config
+
+	imgPath, err := filepath.Abs(opts.ImagePath)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(imgPath, 0o700); err != nil {
+		return nil, err
+	}
+	// A container is checkpointed into the same dir again and again; a
+	// stale ckpt.json must not vouch for the new images.
+	if err := os.Remove(filepath.Join(imgPath, image.MetadataFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	imgDir, err := os.Open(imgPath)
+	if err != nil {
+		return nil, err
+	}
+	defer imgDir.Close()
+	complete := false
+	defer func() {
+		if retErr != nil && !complete {
+			removePartialImage(imgPath)
+		}
+	}()
+	logDir, workFd := imgPath, int32(-1)
+	if opts.WorkPath != "" {
+		if err := os.MkdirAll(opts.WorkPath, 0o700); err != nil {
+			return nil, err
+		}
+		wd, err := os.Open(opts.WorkPath)
+		if err != nil {
+			return nil, err
+		}
+		defer wd.Close()
+		logDir, workFd = opts.WorkPath, int32(wd.Fd())
+	}
+	logName := "dump.log"
+	if opts.PreDump {
+		logName = "pre-dump.log"
+	}
+
+	md := &image.Metadata{
+		FormatVersion: image.FormatVersion, ContainerID: opts.ID,
+		RuncVersion: runcstate.PinnedVersion(), WindowSize: opts.WindowSize,
+	}
+	md.Options = plan.Normalize(cfg, image.Options{
+		LeaveRunning: opts.LeaveRunning, TCPEstablished: opts.TCPEstablished, ExtUnixSK: opts.ExtUnixSK,
+		ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, EmptyNetNS: opts.EmptyNetNS,
+		CgroupsMode: opts.CgroupsMode, ParentPath: opts.ParentPath, PreDump: opts.PreDump,
+	})
+	if md.Stdio, err = initStdio(pid); err != nil {
+		return nil, fmt.Errorf("inspect the init's stdio: %w", err)
+	}
+	// A terminal the container owns (process.terminal) comes back through
+	// orphan-pts-master and needs a console at restore; a shell job's tty
+	// is outside and is CRIU's business.
+	if spec, raw, err := runcstate.LoadSpec(runcstate.BundleOf(cfg)); err == nil {
+		sum := sha256.Sum256(raw)
+		md.SpecDigest = "sha256:" + hex.EncodeToString(sum[:])
+		md.Terminal = spec.Process != nil && spec.Process.Terminal
+	} else {
+		log.G(ctx).WithError(err).Warn("cannot read the bundle's config.json; the checkpoint records no spec digest")
+		md.Terminal = !opts.ShellJob && strings.HasPrefix(md.Stdio[0].Link, "/dev/pts/")
+	}
+	if md.Terminal && md.WindowSize == nil {
+		md.WindowSize = ttyWinsize(pid)
+	}
+
+	p, err := checkpointPlan(st, md, opts, imgDir, workFd, logName)
+	if err != nil {
+		return nil, err
+	}
+
+	s, err := criu.Start(ctx, criu.Config{Path: opts.CriuPath, LogFile: filepath.Join(logDir, logName), Monitor: opts.Monitor})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	caps, err := s.Capabilities(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if opts.PreDump && !caps.PreDump() {
+		return nil, fmt.Errorf("pre-dump is not possible here: CRIU %s reports no memory change tracking (soft-dirty) on this kernel; checkpoint without --pre-dump", caps.Version)
+	}
+	md.CRIUVersion, md.CRIUVersionInt = caps.Version.String(), caps.Version.Int()
+	p.Caps = plan.CapsOf(caps)
+	copts, err := p.Opts()
+	if err != nil {
+		return nil, err
+	}
+
+	if opts.PreDump {
+		err = preDump(ctx, s, caps, copts)
+	} else {
+		err = dump(ctx, s, copts, md, imgDir, pid, opts.OnStage, start)
+	}
+	if err != nil {
+		state := "it is still running"
+		if !runcstate.Alive(pid, st.InitProcessStartTime) {
+			state = "it is no longer running"
+		}
+		return nil, fmt.Errorf("checkpoint of container %q failed (%s): %w", opts.ID, state, err)
+	}
+	if opts.PreDump {
+		md.Timings.TotalMs = time.Since(start).Milliseconds()
+		return md, image.WriteMetadata(imgPath, md)
+	}
+	complete = true
+	if !opts.LeaveRunning {
+		// CRIU killed the container's processes; runc's state is stale.
+		r := &runc.Runc{Command: opts.Runc, Root: opts.Root}
+		if err := r.Delete(ctx, opts.ID, &runc.DeleteOpts{Force: true}); err != nil {
+			return md, fmt.Errorf("checkpoint of %q is complete, but deleting runc's state failed: %w", opts.ID, err)
+		}
+	}
+	log.G(ctx).WithField("images", imgPath).WithField("ms", md.Timings.TotalMs).Info("checkpoint done")
+	return md, nil
+}
+
+// checkpointPlan gathers what the plan needs from the host.
+func checkpointPlan(st *libcontainer.State, md *image.Metadata, opts CheckpointOptions, imgDir *os.File, workFd int32, logName string) (*plan.Checkpoint, error) {
+	cfg := &st.Config
+	pid := st.InitProcessPid
+	p := &plan.Checkpoint{
+		Config: cfg, InitPid: pid, ImagesDirFd: int32(imgDir.Fd()), WorkDirFd: workFd, LogFile: logName,
+		CgroupV2: cgroupV2(), ResolveDest: resolveIn(cfg.Rootfs), Options: md.Options,
+		NsInodes: map[configs.NamespaceType]uint64{},
+	}
+	p.FreezeCgroup = st.CgroupPaths["freezer"]
+	if p.CgroupV2 {
+		p.FreezeCgroup = st.CgroupPaths[""]
+	}
+	for _, ns := range plan.ExternalNamespaces(cfg) {
+		ino, err := nsInode(ns.Path)
+		if err != nil {
+			return nil, err
+		}
+		p.NsInodes[ns.Type] = ino
+	}
+	for _, m := range cfg.MaskPaths {
+		// runc masks files with a /dev/null bind mount, dirs with a tmpfs.
+		fi, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", pid, m))
+		if err == nil && !fi.IsDir() {
+			p.MaskedFiles = append(p.MaskedFiles, m)
+		}
+	}
+	if hasCgroupMount(cfg) {
+		h, err := cgroupV1Hierarchies()
+		if err != nil {
+			return nil, err
+		}
+		p.CgroupV1Hierarchies = h
+	}
+	for _, s := range md.Stdio {
+		if s.External != "" {
+			p.ExternalFiles = append(p.ExternalFiles, s.External)
+		}
+	}
+	if !opts.PreDump {
+		links := make([]string, 3)
+		for i, s := range md.Stdio {
+			links[i] = s.Link
+		}
+		if err := image.WriteDescriptors(imgDir.Name(), links); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// removePartialImage removes what a failed dump left: CRIU's images and
+// ckpt's files. CRIU's log stays for the post-mortem.
+func removePartialImage(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasSuffix(n, ".img") || n == image.DescriptorsFile || n == "stats-dump" ||
+			strings.HasPrefix(n, "."+image.MetadataFile) || n == image.MetadataFile {
+			os.Remove(filepath.Join(dir, n))
+		}
+	}
+}

@@ -1,0 +1,335 @@
+package container
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/runc/libcontainer/configs"
+)
+
+// DefaultHoldTimeout bounds how long CRIU is held at setup-namespaces
+// waiting for Finish or Abort; then the restore is aborted.
+const DefaultHoldTimeout = 2 * time.Minute
+
+// ErrAborted is the reason CRIU is given when Abort is called.
+var ErrAborted = errors.New("restore aborted")
+
+// RestoreOptions say what to restore where.
+type RestoreOptions struct {
+	// Root is runc's root dir; ID the new container's id (it may differ
+	// from the checkpointed one).
+	Root, ID string
+	// Bundle holds config.json, as for runc create.
+	Bundle string
+	// ImagePath is the checkpoint (with ckpt.json).
+	ImagePath string
+	// WorkPath holds CRIU's restore.log; "" puts it in ImagePath.
+	WorkPath string
+	// Stdio become criu's fds 0-2 and, through inherit_fd, the restored
+	// init's stdio where it was a pipe or a file outside the container.
+	// A nil entry is /dev/null.
+	Stdio [3]*os.File
+	// Console receives the master of the restored init's pty (and owns
+	// it). It is required when the checkpoint has a terminal.
+	Console func(master *os.File) error
+	// EmptyNetNS restores the network namespace empty, for a caller that
+	// sets up the network itself (also when the checkpoint did not ask).
+	EmptyNetNS bool
+	// CriuPath is the criu binary ("" = criu in PATH); Runc the runc
+	// whose version is checked ("" = runc in PATH).
+	CriuPath, Runc string
+	// Monitor starts and waits criu (a shim passes its reaper). Without
+	// one, ckpt also reaps a restored init that dies in a failed restore.
+	Monitor runc.ProcessMonitor
+	// OnStage is called at every CRIU notification with the restored
+	// root's pid (0 until CRIU has told it); hooks are wired in here. An
+	// error aborts the restore, except at pre-resume and post-resume.
+	OnStage func(ctx context.Context, stage criu.Stage, pid int) error
+	// HoldTimeout bounds the hold at setup-namespaces (0: the default).
+	HoldTimeout time.Duration
+}
+
+// Restoring is a restore held at setup-namespaces: the restored root task
+// and its namespaces exist (Pid is real), nothing else does yet.
+type Restoring struct {
+	opts     RestoreOptions
+	stateDir string
+	cfg      *configs.Config
+	md       *image.Metadata
+	cg       cgroups.Manager
+	criuRoot string
+	files    []*os.File
+	planned  *plan.Restore
+	cancel   context.CancelFunc
+
+	mu      sync.Mutex
+	pid     int
+	written bool  // runc's state.json exists
+	masters []int // ckpt's duplicates of restored pty masters
+
+	held        chan struct{}
+	heldOnce    sync.Once
+	release     chan error
+	releaseOnce sync.Once
+	done        chan struct{}
+	err         error
+}
+
+// Restore restores in one go: StartRestore, then Finish.
+func Restore(ctx context.Context, opts RestoreOptions) (int, error) {
+	r, err := StartRestore(ctx, opts)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.Finish(ctx); err != nil {
+		return 0, err
+	}
+	return r.Pid(), nil
+}
+
+// StartRestore prepares the container (state dir, cgroup, rootfs
+// mountpoints), starts CRIU and holds it at setup-namespaces. It returns
+// when the restored root's pid is known, or with CRIU's error; a failed
+// start leaves nothing behind. A container whose tree has no namespaces of
+// its own is restored completely here (CRIU sends no setup-namespaces).
+func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) {
+	if opts.Root == "" || opts.Bundle == "" || opts.ImagePath == "" {
+		return nil, errors.New("restore: runc root, bundle and image path are required")
+	}
+	stateDir, err := runcstate.Dir(opts.Root, opts.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := runcstate.CheckVersion(ctx, opts.Runc); err != nil {
+		return nil, err
+	}
+	if opts.HoldTimeout <= 0 {
+		opts.HoldTimeout = DefaultHoldTimeout
+	}
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", opts.ID))
+	r := &Restoring{
+		opts: opts, stateDir: stateDir, held: make(chan struct{}),
+		release: make(chan error, 1), done: make(chan struct{}),
+	}
+	cc, err := r.prepare(ctx)
+	if err != nil {
+		r.cleanup(ctx, true)
+		return nil, fmt.Errorf("restore of container %q: %w", opts.ID, err)
+	}
+	// The restore outlives StartRestore's ctx (a shim's Create request):
+	// it ends with Finish, Abort or the hold timeout.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel = cancel
+	go r.run(sctx, cc)
+
+	select {
+	case <-r.held:
+		return r, nil
+	case <-r.done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r, nil
+	case <-ctx.Done():
+		r.Abort(context.Background())
+		return nil, fmt.Errorf("restore of %q: %w", opts.ID, ctx.Err())
+	}
+}
+
+// Pid is the restored init's host pid.
+func (r *Restoring) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pid
+}
+
+// Done is closed when CRIU has finished, successfully or not (for
+// instance when the hold timed out).
+func (r *Restoring) Done() <-chan struct{} { return r.done }
+
+// Finish releases CRIU and waits for the end of the restore. On success
+// runc's state.json is written and the container runs; on failure nothing
+// is left. When ctx ends first, CRIU is killed and the restore undone.
+func (r *Restoring) Finish(ctx context.Context) error {
+	r.releaseWith(nil)
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		r.cancel()
+		<-r.done
+	}
+	return r.err
+}
+
+// Abort answers CRIU false (CRIU kills the restored tree), waits for it
+// and removes everything the restore made. It fails if the restore already
+// completed: the container then runs and is runc's to kill.
+func (r *Restoring) Abort(ctx context.Context) error {
+	r.releaseWith(ErrAborted)
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		r.cancel()
+		<-r.done
+	}
+	if r.err == nil {
+		return fmt.Errorf("restore of %q already completed: the container runs (kill and delete it with runc)", r.opts.ID)
+	}
+	return nil
+}
+
+func (r *Restoring) releaseWith(err error) {
+	r.releaseOnce.Do(func() { r.release <- err })
+}
+
+// prepare does everything before criu runs and returns criu's start
+// config. What it creates is recorded in r for cleanup.
+func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
+	opts := r.opts
+	var cc criu.Config
+	imgPath, err := filepath.Abs(opts.ImagePath)
+	if err != nil {
+		return cc, err
+	}
+	imgDir, err := os.Open(imgPath)
+	if err != nil {
+		return cc, fmt.Errorf("image dir: %w", err)
+	}
+	r.files = append(r.files, imgDir)
+	if fi, err := imgDir.Stat(); err != nil || !fi.IsDir() {
+		return cc, fmt.Errorf("image dir %s is not a directory", imgPath)
+	}
+	md, err := image.ReadMetadata(imgDir)
+	if err != nil {
+		return cc, err
+	}
+	r.md = md
+	desc, err := image.ReadDescriptors(imgDir)
+	if err != nil {
+		return cc, err
+	}
+	if md.Terminal && opts.Console == nil {
+		return cc, errors.New("the checkpoint has a terminal: restoring it needs a console to take the pty master (console socket)")
+	}
+	spec, raw, err := runcstate.LoadSpec(opts.Bundle)
+	if err != nil {
+		return cc, err
+	}
+	if sum := sha256.Sum256(raw); md.SpecDigest != "" && md.SpecDigest != "sha256:"+hex.EncodeToString(sum[:]) {
+		log.G(ctx).Info("config.json differs from the checkpointed container's")
+	}
+	cfg, err := runcstate.Config(opts.Bundle, spec, opts.ID)
+	if err != nil {
+		return cc, err
+	}
+	r.cfg = cfg
+
+	// The state dir claims the id, as runc's create does.
+	if err := os.MkdirAll(opts.Root, 0o700); err != nil {
+		return cc, err
+	}
+	if err := os.Mkdir(r.stateDir, 0o711); err != nil {
+		r.stateDir = "" // not ours to remove
+		if errors.Is(err, os.ErrExist) {
+			return cc, fmt.Errorf("container %q already exists under %s", opts.ID, opts.Root)
+		}
+		return cc, err
+	}
+	if r.cg, err = newCgroup(cfg); err != nil {
+		return cc, err
+	}
+	r.criuRoot = filepath.Join(r.stateDir, "criu-root")
+	if err := mountCriuRoot(cfg.Rootfs, r.criuRoot); err != nil {
+		r.criuRoot = ""
+		return cc, err
+	}
+	if err := prepareMountpoints(r.criuRoot, cfg.Mounts); err != nil {
+		return cc, err
+	}
+	if cfg.Readonlyfs {
+		if err := readonlyCriuRoot(r.criuRoot); err != nil {
+			return cc, err
+		}
+	}
+
+	p := &plan.Restore{
+		Config: cfg, Root: r.criuRoot, ImagesDirFd: int32(imgDir.Fd()), WorkDirFd: -1,
+		Options: md.Options, Descriptors: desc, Stdio: md.Stdio, CgroupV2: cgroupV2(),
+		NsFds: map[configs.NamespaceType]int32{}, ResolveDest: resolveIn(cfg.Rootfs),
+	}
+	p.Options.EmptyNetNS = p.Options.EmptyNetNS || opts.EmptyNetNS
+	logDir := imgPath
+	if opts.WorkPath != "" {
+		if err := os.MkdirAll(opts.WorkPath, 0o700); err != nil {
+			return cc, err
+		}
+		wd, err := os.Open(opts.WorkPath)
+		if err != nil {
+			return cc, err
+		}
+		r.files = append(r.files, wd)
+		p.WorkDirFd, logDir = int32(wd.Fd()), opts.WorkPath
+	}
+	for _, ns := range plan.ExternalNamespaces(cfg) {
+		f, err := os.Open(ns.Path)
+		if err != nil {
+			return cc, fmt.Errorf("the %s namespace to restore into: %w", configs.NsName(ns.Type), err)
+		}
+		r.files = append(r.files, f)
+		p.NsFds[ns.Type] = criu.InheritFD(len(cc.ExtraFiles))
+		cc.ExtraFiles = append(cc.ExtraFiles, f)
+	}
+	if p.CgroupBinds, err = cgroupBinds(cfg, r.cg); err != nil {
+		return cc, err
+	}
+
+	stdio, err := r.stdio()
+	if err != nil {
+		return cc, err
+	}
+	cc.Path, cc.Monitor = opts.CriuPath, opts.Monitor
+	cc.Stdin, cc.Stdout, cc.Stderr = stdio[0], stdio[1], stdio[2]
+	cc.LogFile = filepath.Join(logDir, "restore.log")
+
+	// The plan needs criu's capabilities, which need criu: the options are
+	// completed in run. Check what can be checked without it now.
+	p.Caps = plan.Caps{OrphanPtsMaster: true, ExternalNetNS: true, ExternalPidNS: true, CgroupV2Freezer: true}
+	if _, err := p.Opts(); err != nil {
+		return cc, err
+	}
+	r.planned = p
+	return cc, nil
+}
+
+// stdio returns criu's fds 0-2: the caller's files or /dev/null. They are
+// *os.File so that exec hands criu the descriptors themselves.
+func (r *Restoring) stdio() ([3]*os.File, error) {
+	var out [3]*os.File
+	for i, f := range r.opts.Stdio {
+		if f != nil {
+			out[i] = f
+			continue
+		}
+		n, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			return out, err
+		}
+		r.files = append(r.files, n)
+		out[i] = n
+	}
+	return out, nil
+}

@@ -1,0 +1,258 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	"github.com/containerd/log"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+)
+
+// run drives CRIU to the end and cleans up: on success the temporary
+// mounts, on failure everything.
+func (r *Restoring) run(ctx context.Context, cc criu.Config) {
+	defer close(r.done)
+	defer r.cancel()
+	err := r.restore(ctx, cc)
+	if err != nil {
+		r.err = fmt.Errorf("restore of container %q: %w", r.opts.ID, err)
+		log.G(ctx).WithError(err).Warn("restore failed; cleaning up")
+	} else {
+		log.G(ctx).WithField("pid", r.Pid()).Info("container restored")
+	}
+	r.cleanup(ctx, err != nil)
+}
+
+func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
+	var cgRoots []*rpc.CgroupRoot
+	cc.OnStart = func(pid int) error {
+		roots, err := enterCgroup(r.cg, r.cfg, pid)
+		cgRoots = roots
+		return err
+	}
+	s, err := criu.Start(ctx, cc)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	caps, err := s.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
+	r.planned.Caps = plan.CapsOf(caps)
+	copts, err := r.planned.Opts()
+	if err != nil {
+		return err
+	}
+	copts.CgRoot = cgRoots
+	pid, err := s.Restore(ctx, copts, r.handler())
+	if err != nil {
+		return err
+	}
+	r.setPid(pid)
+	r.mu.Lock()
+	written := r.written
+	r.mu.Unlock()
+	if !written {
+		return errors.New("CRIU reported success without a post-restore notification; runc's state was not written")
+	}
+	return nil
+}
+
+func (r *Restoring) handler() *criu.Handlers {
+	return &criu.Handlers{
+		Any: func(ctx context.Context, n *criu.Notification) error {
+			if n.Pid != 0 {
+				r.setPid(n.Pid)
+			}
+			if r.opts.OnStage != nil {
+				return r.opts.OnStage(ctx, n.Stage, r.Pid())
+			}
+			return nil
+		},
+		SetupNamespaces: r.hold,
+		PostRestore:     r.writeState,
+		OrphanPtsMaster: r.console,
+	}
+}
+
+// hold keeps CRIU at setup-namespaces until Finish (nil), Abort, the hold
+// timeout or the end of ctx; anything but Finish makes CRIU kill the tree.
+func (r *Restoring) hold(ctx context.Context, pid int) error {
+	r.heldOnce.Do(func() { close(r.held) })
+	t := time.NewTimer(r.opts.HoldTimeout)
+	defer t.Stop()
+	select {
+	case err := <-r.release:
+		return err
+	case <-t.C:
+		return fmt.Errorf("held at setup-namespaces for %s without Finish or Abort", r.opts.HoldTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Restoring) setPid(pid int) {
+	r.mu.Lock()
+	if pid > 0 {
+		r.pid = pid
+	}
+	r.mu.Unlock()
+}
+
+// writeState writes runc's state.json at post-restore, while the tree is
+// still stopped, as runc restore does: from here on runc manages the
+// container.
+func (r *Restoring) writeState(ctx context.Context, pid int) error {
+	stat, err := runcstate.ReadStat(pid)
+	if err != nil {
+		return fmt.Errorf("restored init %d: %w", pid, err)
+	}
+	cfg := *r.cfg
+	cfg.Namespaces = slices.Clone(r.cfg.Namespaces)
+	// CRIU restores into a new time namespace (keeping the tree's clocks
+	// monotonic); exec must join it, so runc's config must list it.
+	if !cfg.Namespaces.Contains(configs.NEWTIME) && configs.IsNamespaceSupported(configs.NEWTIME) && otherTimeNS(pid) {
+		cfg.Namespaces = append(cfg.Namespaces, configs.Namespace{Type: configs.NEWTIME})
+	}
+	links, err := runcstate.FdLinks(pid)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot read the restored init's stdio")
+	}
+	st := &libcontainer.State{
+		BaseState: libcontainer.BaseState{
+			ID: r.opts.ID, InitProcessPid: pid, InitProcessStartTime: stat.StartTime,
+			Created: time.Now().UTC(), Config: cfg,
+		},
+		CgroupPaths:         r.cg.GetPaths(),
+		NamespacePaths:      runcstate.NamespacePaths(&cfg, pid),
+		ExternalDescriptors: links,
+	}
+	if err := runcstate.Save(r.stateDir, st); err != nil {
+		return fmt.Errorf("write runc state: %w", err)
+	}
+	r.applyWinsize(ctx)
+	r.mu.Lock()
+	r.written = true
+	r.mu.Unlock()
+	return nil
+}
+
+func otherTimeNS(pid int) bool {
+	a, err1 := nsInode(fmt.Sprintf("/proc/%d/ns/time", pid))
+	b, err2 := nsInode("/proc/self/ns/time")
+	return err1 == nil && err2 == nil && a != b
+}
+
+// console hands the restored pty master to the caller. CRIU restores the
+// tty's own (checkpoint-time) window size after this notification, so the
+// size ckpt recorded is applied at post-restore, through a duplicate of the
+// master kept until then.
+func (r *Restoring) console(ctx context.Context, master *os.File) error {
+	if r.opts.Console == nil {
+		master.Close()
+		return errors.New("no console to take the restored pty master")
+	}
+	if ws := r.md.WindowSize; ws != nil && ws.Rows > 0 && ws.Cols > 0 {
+		if fd, err := dupFd(master); err == nil {
+			r.mu.Lock()
+			r.masters = append(r.masters, fd)
+			r.mu.Unlock()
+		} else {
+			log.G(ctx).WithError(err).Warn("cannot keep the pty master to set its window size")
+		}
+	}
+	return r.opts.Console(master)
+}
+
+// applyWinsize sets the recorded window size on the restored ptys and
+// drops ckpt's duplicates of their masters.
+func (r *Restoring) applyWinsize(ctx context.Context) {
+	r.mu.Lock()
+	masters := r.masters
+	r.masters = nil
+	r.mu.Unlock()
+	for _, fd := range masters {
+		ws := r.md.WindowSize
+		if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: ws.Rows, Col: ws.Cols}); err != nil {
+			log.G(ctx).WithError(err).Warn("cannot set the restored terminal's window size")
+		}
+		unix.Close(fd)
+	}
+}
+
+// dupFd duplicates f's descriptor as a raw fd. Neither Fd() nor an
+// *os.File around the copy: both may switch the shared file description,
+// and so the caller's master, to blocking mode.
+func dupFd(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, dupErr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, dupErr
+}
+
+// cleanup undoes what the restore made. After success only the temporary
+// criu-root mount goes (the container's mount namespace has its own
+// copies); after a failure also the processes, the cgroup and runc's state
+// dir, so that the id can be used again.
+func (r *Restoring) cleanup(ctx context.Context, failed bool) {
+	logger := log.G(ctx)
+	if failed {
+		if err := destroyCgroup(r.cg); err != nil {
+			logger.WithError(err).Warn("cleanup: container cgroup")
+		}
+		if pid := r.Pid(); pid > 0 && r.opts.Monitor == nil {
+			reap(pid)
+		}
+	}
+	if r.criuRoot != "" {
+		if err := unmountCriuRoot(r.criuRoot); err != nil {
+			logger.WithError(err).Warn("cleanup: criu-root")
+		}
+		r.criuRoot = ""
+	}
+	for _, f := range r.files {
+		f.Close()
+	}
+	r.files = nil
+	r.mu.Lock()
+	for _, fd := range r.masters {
+		unix.Close(fd)
+	}
+	r.masters = nil
+	r.mu.Unlock()
+	if failed && r.stateDir != "" {
+		if err := os.RemoveAll(r.stateDir); err != nil {
+			logger.WithError(err).Warn("cleanup: state dir")
+		}
+	}
+}
+
+// reap collects a killed restored init: with rst_sibling it is our child,
+// and without a reaper in this process nobody else would.
+func reap(pid int) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if got == pid || err != nil || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,198 @@
+package image
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// MetadataFile is ckpt's own file in the image dir. It is written last: an
+// image dir without it is an incomplete (or foreign) checkpoint.
+const MetadataFile = "ckpt.json"
+
+// FormatVersion is the version of ckpt.json this ckpt writes; it reads
+// this one and older ones.
+const FormatVersion = 1
+
+// MaxMetadataSize caps ckpt.json when reading it.
+const MaxMetadataSize = 1 << 20
+
+// ErrNoMetadata means the image dir has no ckpt.json.
+var ErrNoMetadata = errors.New("no " + MetadataFile + ": the checkpoint is incomplete or was not made by ckpt")
+
+// Metadata is ckpt.json.
+type Metadata struct {
+	FormatVersion int       `json:"format_version"`
+	Created       time.Time `json:"created"`
+	ContainerID   string    `json:"container_id"`
+	CRIUVersion   string    `json:"criu_version"`
+	// CRIUVersionInt is CRIU's comparable form (major*10000+minor*100+sub).
+	CRIUVersionInt int    `json:"criu_version_int"`
+	RuncVersion    string `json:"runc_version"`
+	// Options are the CRIU options the checkpoint used; restore re-applies
+	// them.
+	Options Options `json:"options"`
+	// Terminal is set when the init has a pty: restore then needs a
+	// console to take the master.
+	Terminal   bool        `json:"terminal"`
+	WindowSize *WindowSize `json:"window_size,omitempty"`
+	// SpecDigest is the sha256 of the bundle's config.json at checkpoint.
+	SpecDigest string `json:"spec_digest,omitempty"`
+	// Stdio describes the init's fds 0-2.
+	Stdio []Stdio `json:"stdio,omitempty"`
+	// Stats are CRIU's own dump statistics (stats-dump), when readable.
+	Stats   *DumpStats `json:"stats,omitempty"`
+	Timings Timings    `json:"timings"`
+}
+
+// Options are the checkpoint-time CRIU options that restore must repeat.
+type Options struct {
+	LeaveRunning   bool   `json:"leave_running,omitempty"`
+	TCPEstablished bool   `json:"tcp_established,omitempty"`
+	ExtUnixSK      bool   `json:"ext_unix_sk,omitempty"`
+	ShellJob       bool   `json:"shell_job,omitempty"`
+	FileLocks      bool   `json:"file_locks,omitempty"`
+	EmptyNetNS     bool   `json:"empty_net_ns,omitempty"`
+	CgroupsMode    string `json:"cgroups_mode,omitempty"`
+	ParentPath     string `json:"parent_path,omitempty"`
+	PreDump        bool   `json:"pre_dump,omitempty"`
+	// ExternalNetNS and ExternalPidNS: the namespace was the spec's path
+	// and was not dumped; restore needs a namespace there again.
+	ExternalNetNS bool `json:"external_net_ns,omitempty"`
+	ExternalPidNS bool `json:"external_pid_ns,omitempty"`
+}
+
+// WindowSize of the container's terminal.
+type WindowSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// Stdio is one of the init's fds 0-2 at checkpoint.
+type Stdio struct {
+	Fd   int    `json:"fd"`
+	Link string `json:"link"`
+	// External is CRIU's key ("file[mnt:ino]") when the fd was a file
+	// outside the container's mounts, dumped as external: restore must
+	// hand CRIU a file for it on that fd.
+	External string `json:"external,omitempty"`
+}
+
+// Timings are wall-clock durations measured by ckpt, in milliseconds.
+type Timings struct {
+	// FreezeToPostDumpMs runs from pre-dump to post-dump: the time the
+	// container was frozen for, give or take the freeze itself.
+	FreezeToPostDumpMs int64 `json:"freeze_to_post_dump_ms,omitempty"`
+	DumpMs             int64 `json:"dump_ms"`
+	TotalMs            int64 `json:"total_ms"`
+}
+
+// Encode returns ckpt.json's bytes.
+func (m *Metadata) Encode() ([]byte, error) {
+	return json.MarshalIndent(m, "", "  ")
+}
+
+// WriteMetadata writes ckpt.json into the image dir atomically.
+func WriteMetadata(dir string, m *Metadata) error {
+	data, err := m.Encode()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(dir, MetadataFile, data, 0o600)
+}
+
+// ReadMetadata reads ckpt.json from the image dir open as dir.
+func ReadMetadata(dir *os.File) (*Metadata, error) {
+	data, err := readFileAt(dir, MetadataFile, MaxMetadataSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("image %s: %w", dir.Name(), ErrNoMetadata)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", dir.Name(), err)
+	}
+	return ParseMetadata(data)
+}
+
+// ReadMetadataPath is ReadMetadata for a dir given by path.
+func ReadMetadataPath(dir string) (*Metadata, error) {
+	d, err := openDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return ReadMetadata(d)
+}
+
+// ParseMetadata decodes and checks ckpt.json's content.
+func ParseMetadata(data []byte) (*Metadata, error) {
+	var m Metadata
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", MetadataFile, err)
+	}
+	if m.FormatVersion < 1 || m.FormatVersion > FormatVersion {
+		return nil, fmt.Errorf("%s: format version %d, this ckpt reads 1 to %d", MetadataFile, m.FormatVersion, FormatVersion)
+	}
+	if len(m.Stdio) > 3 {
+		return nil, fmt.Errorf("%s: %d stdio entries, at most 3", MetadataFile, len(m.Stdio))
+	}
+	for _, s := range m.Stdio {
+		if s.Fd < 0 || s.Fd > 2 {
+			return nil, fmt.Errorf("%s: stdio fd %d out of range", MetadataFile, s.Fd)
+		}
+	}
+	return &m, nil
+}
+
+// PendingMetadata is ckpt.json written before CRIU kills the container (at
+// post-dump), under a name restore does not read: a disk that cannot take
+// it fails the checkpoint while CRIU can still roll back.
+type PendingMetadata struct {
+	dir, path string
+}
+
+// WritePending writes m to a pending file in dir.
+func WritePending(dir string, m *Metadata) (*PendingMetadata, error) {
+	data, err := m.Encode()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, "."+MetadataFile+".pending-")
+	if err != nil {
+		return nil, err
+	}
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return nil, werr
+	}
+	return &PendingMetadata{dir: dir, path: f.Name()}, nil
+}
+
+// Commit writes the final m as ckpt.json. Should that fail, the pending
+// file (the same metadata without what only the end of the dump knows)
+// is renamed into place instead, so the checkpoint stays restorable.
+func (p *PendingMetadata) Commit(m *Metadata) error {
+	if err := WriteMetadata(p.dir, m); err != nil {
+		if rerr := os.Rename(p.path, p.dir+"/"+MetadataFile); rerr != nil {
+			return fmt.Errorf("write %s: %w (and the pending copy: %v)", MetadataFile, err, rerr)
+		}
+		return nil
+	}
+	os.Remove(p.path)
+	return nil
+}
+
+// Discard removes the pending file.
+func (p *PendingMetadata) Discard() {
+	if p != nil {
+		os.Remove(p.path)
+	}
+}
