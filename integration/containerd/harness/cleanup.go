@@ -1,0 +1,142 @@
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// buildShim builds cmd/containerd-shim-ckpt-v2 of the module the test runs
+// in, into dir.
+func buildShim(ctx context.Context, dir string) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return errors.New("not inside the ckpt module: cannot build the shim")
+	}
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", filepath.Join(dir, "containerd-shim-ckpt-v2"), "./cmd/containerd-shim-ckpt-v2")
+	cmd.Dir = filepath.Dir(mod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the shim: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// killShims kills the shims serving the daemon at address: those of tasks
+// nobody deleted outlive containerd.
+func killShims(address string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-ckpt-v2" {
+			continue
+		}
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-address" && args[i+1] == address {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// removeRuncContainers force-deletes what runc still has under root.
+func removeRuncContainers(root string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			exec.Command("runc", "--root", root, "delete", "--force", e.Name()).Run()
+		}
+	}
+}
+
+// removeCgroups removes the namespace's parent cgroups (containerd's
+// default cgroupsPath is /<namespace>/<id>; runc removes only the
+// container's). rmdir fails on a cgroup still in use, which is left.
+func removeCgroups(ns string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
+	if d := filepath.Join("/sys/fs/cgroup", ns); isDir(d) {
+		dirs = append(dirs, d)
+	}
+	for _, d := range dirs {
+		syscall.Rmdir(d)
+	}
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(dir string) error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	prefix := filepath.Clean(dir) + "/"
+	var mps []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 4 && strings.HasPrefix(unescape(f[4]), prefix) {
+			mps = append(mps, unescape(f[4]))
+		}
+	}
+	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+	var errs []error
+	for _, mp := range mps {
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

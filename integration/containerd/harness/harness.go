@@ -1,0 +1,275 @@
+// Package harness runs a private containerd for ckpt's integration tests:
+// its own root, state and socket under a temp dir, the CRI plugin off,
+// overlayfs, ckpt's shim built from this tree and first on containerd's
+// PATH, and a busybox image built locally (no registry). Stop removes
+// everything it made: tasks, containers, shims, mounts, dirs.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+// ImageName is the busybox image every daemon has.
+const ImageName = "docker.io/ckpt/busybox:latest"
+
+// Runtime is ckpt's runtime type.
+const Runtime = "io.containerd.ckpt.v2"
+
+// Daemon is a running private containerd.
+type Daemon struct {
+	Dir       string // everything lives under it
+	Address   string // gRPC socket
+	Namespace string
+	Client    *client.Client
+	Image     client.Image
+	// RuncRoot is where the shim keeps runc's state for Namespace.
+	RuncRoot string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *os.File
+}
+
+// Start builds the shim, starts containerd and imports the busybox image
+// made from rootfs (a dir, e.g. from testutil.Rootfs).
+func Start(ctx context.Context, rootfs string) (_ *Daemon, retErr error) {
+	dir, err := os.MkdirTemp("", "ckpt-ctrd")
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		Dir: dir, Address: filepath.Join(dir, "containerd.sock"),
+		Namespace: fmt.Sprintf("ckpt-it-%d", os.Getpid()),
+	}
+	d.RuncRoot = filepath.Join("/run/containerd/ckpt", d.Namespace)
+	defer func() {
+		if retErr != nil {
+			d.Stop()
+		}
+	}()
+	bin := filepath.Join(dir, "bin")
+	if err := buildShim(ctx, bin); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(config(dir, d.Address)), 0o644); err != nil {
+		return nil, err
+	}
+	if d.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
+		return nil, err
+	}
+	d.cmd = exec.Command("containerd", "--config", cfg)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.Env = append(withPath(os.Environ(), bin), "XDG_RUNTIME_DIR="+filepath.Join(dir, "xdg"))
+	// containerd must not outlive a killed test binary.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := os.MkdirAll(filepath.Join(dir, "xdg"), 0o700); err != nil {
+		return nil, err
+	}
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	d.done = make(chan struct{})
+	go func() {
+		d.cmd.Wait()
+		close(d.done)
+	}()
+	if err := d.connect(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.importImage(ctx, rootfs); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Context returns ctx in the daemon's namespace.
+func (d *Daemon) Context(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, d.Namespace)
+}
+
+// Log is containerd's log (shim logs included), for failure reports.
+func (d *Daemon) Log() string {
+	data, _ := os.ReadFile(filepath.Join(d.Dir, "containerd.log"))
+	return string(data)
+}
+
+func (d *Daemon) connect(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-d.done:
+			return fmt.Errorf("containerd exited at start:\n%s", tail(d.Log(), 40))
+		default:
+		}
+		if _, err := os.Stat(d.Address); err == nil {
+			c, err := client.New(d.Address, client.WithDefaultNamespace(d.Namespace), client.WithTimeout(5*time.Second))
+			if err == nil {
+				if _, err = c.Version(ctx); err == nil {
+					d.Client = c
+					return nil
+				}
+				c.Close()
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("containerd at %s: %w\n%s", d.Address, err, tail(d.Log(), 40))
+			}
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("containerd did not create %s:\n%s", d.Address, tail(d.Log(), 40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *Daemon) importImage(ctx context.Context, rootfs string) error {
+	ctx = d.Context(ctx)
+	var buf bytes.Buffer
+	if err := ociArchive(&buf, rootfs, ImageName); err != nil {
+		return err
+	}
+	imgs, err := d.Client.Import(ctx, &buf)
+	if err != nil {
+		return fmt.Errorf("import busybox image: %w", err)
+	}
+	if len(imgs) == 0 {
+		return errors.New("import busybox image: no image in the archive")
+	}
+	img, err := d.Client.GetImage(ctx, ImageName)
+	if err != nil {
+		return err
+	}
+	if err := img.Unpack(ctx, "overlayfs"); err != nil {
+		return fmt.Errorf("unpack busybox image: %w", err)
+	}
+	d.Image = img
+	return nil
+}
+
+// Stop removes every task and container of the namespace, stops
+// containerd, kills shims that survived, unmounts what is left under Dir
+// and removes it. It is safe on a half-started daemon.
+func (d *Daemon) Stop() error {
+	var errs []error
+	if d.Client != nil {
+		ctx, cancel := context.WithTimeout(d.Context(context.Background()), time.Minute)
+		errs = append(errs, d.cleanContainers(ctx))
+		cancel()
+		d.Client.Close()
+	}
+	if d.cmd != nil && d.cmd.Process != nil {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+	}
+	if d.log != nil {
+		d.log.Close()
+	}
+	killShims(d.Address)
+	removeRuncContainers(d.RuncRoot)
+	removeCgroups(d.Namespace)
+	errs = append(errs, unmountUnder(d.Dir))
+	os.RemoveAll(d.RuncRoot)
+	if err := os.RemoveAll(d.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// cleanContainers kills and deletes what tests left behind.
+func (d *Daemon) cleanContainers(ctx context.Context) error {
+	cs, err := d.Client.Containers(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range cs {
+		if t, err := c.Task(ctx, nil); err == nil {
+			if ch, err := t.Wait(ctx); err == nil {
+				if t.Kill(ctx, syscall.SIGKILL, client.WithKillAll) == nil {
+					select {
+					case <-ch:
+					case <-time.After(10 * time.Second):
+					}
+				}
+			}
+			if _, err := t.Delete(ctx, client.WithProcessKill); err != nil {
+				errs = append(errs, fmt.Errorf("delete task %s: %w", c.ID(), err))
+			}
+		}
+		if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil {
+			errs = append(errs, fmt.Errorf("delete container %s: %w", c.ID(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func config(dir, address string) string {
+	disabled := []string{
+		"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
+		"io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+		"io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile",
+		"io.containerd.snapshotter.v1.erofs", "io.containerd.differ.v1.erofs", "io.containerd.mount-handler.v1.erofs",
+		"io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
+	}
+	q := func(s string) string { return "'" + s + "'" }
+	var ds []string
+	for _, p := range disabled {
+		ds = append(ds, q(p))
+	}
+	return fmt.Sprintf(`version = 3
+root = %s
+state = %s
+disabled_plugins = [%s]
+
+[grpc]
+  address = %s
+
+[ttrpc]
+  address = %s
+
+[debug]
+  level = 'debug'
+
+[plugins]
+  [plugins.'io.containerd.internal.v1.opt']
+    path = %s
+`, q(filepath.Join(dir, "root")), q(filepath.Join(dir, "state")), strings.Join(ds, ", "),
+		q(address), q(address+".ttrpc"), q(filepath.Join(dir, "opt")))
+}
+
+func withPath(env []string, dir string) []string {
+	out := make([]string, 0, len(env)+1)
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+			continue
+		}
+		out = append(out, e)
+	}
+	return append(out, "PATH="+dir+":"+path)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

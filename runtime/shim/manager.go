@@ -1,0 +1,215 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	cdshim "github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/plugins"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/containerd/plugin"
+	"github.com/containerd/plugin/registry"
+	"golang.org/x/sys/unix"
+)
+
+// RuntimeName is ckpt's containerd runtime type.
+const RuntimeName = "io.containerd.ckpt.v2"
+
+// RegisterPlugin registers the task service as the shim's TTRPC plugin,
+// the way containerd's runtime v2 example does; engine may be nil.
+func RegisterPlugin(engine Engine) {
+	registry.Register(&plugin.Registration{
+		Type:     plugins.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugins.EventPlugin, plugins.InternalPlugin},
+		InitFn: func(ic *plugin.InitContext) (any, error) {
+			pp, err := ic.GetByID(plugins.EventPlugin, "publisher")
+			if err != nil {
+				return nil, err
+			}
+			ss, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
+			if err != nil {
+				return nil, err
+			}
+			return NewTaskService(ic.Context, pp.(cdshim.Publisher), ss.(shutdown.Service), engine)
+		},
+	})
+}
+
+// NewManager is the shim.Manager of containerd's (<= 2.2) bootstrap: the
+// "start" action spawns the long-lived shim and prints its address as
+// JSON, which containerd 2.3+ daemons still accept.
+func NewManager(name string) cdshim.Manager { return manager{name: name} }
+
+type manager struct{ name string }
+
+func (m manager) Name() string { return m.name }
+
+// Start runs in containerd's "start" call, in the bundle dir: it spawns
+// the serving shim with the listening socket as fd 3.
+func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_ cdshim.BootstrapParams, retErr error) {
+	params := cdshim.BootstrapParams{Version: 3, Protocol: "ttrpc"}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return params, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return params, err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return params, err
+	}
+	address, err := cdshim.SocketAddress(ctx, opts.Address, id, false)
+	if err != nil {
+		return params, err
+	}
+	params.Address = address
+	l, err := cdshim.NewSocket(address)
+	if err != nil {
+		if !cdshim.SocketEaddrinuse(err) {
+			return params, fmt.Errorf("shim socket: %w", err)
+		}
+		if cdshim.CanConnect(address) {
+			return params, nil // this container's shim already runs
+		}
+		if err := cdshim.RemoveSocket(address); err != nil {
+			return params, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+		if l, err = cdshim.NewSocket(address); err != nil {
+			return params, fmt.Errorf("shim socket: %w", err)
+		}
+	}
+	defer func() {
+		if retErr != nil {
+			cdshim.RemoveSocket(address)
+		}
+	}()
+	// The socket must outlive this process: closing our copies must not
+	// unlink it.
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	f, err := l.File()
+	if err != nil {
+		return params, err
+	}
+	defer f.Close()
+
+	args := []string{"-namespace", ns, "-id", id, "-address", opts.Address}
+	if opts.Debug {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Dir = cwd
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=4")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		return params, err
+	}
+	defer func() {
+		if retErr != nil {
+			cmd.Process.Kill()
+		}
+	}()
+	go cmd.Wait()
+	if ropts, err := cdshim.ReadRuntimeOptions[*options.Options](os.Stdin); err == nil && ropts.ShimCgroup != "" {
+		if err := joinCgroup(ropts.ShimCgroup, cmd.Process.Pid); err != nil {
+			return params, err
+		}
+	}
+	if err := cdshim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+		return params, fmt.Errorf("adjust the shim's OOM score: %w", err)
+	}
+	return params, nil
+}
+
+func joinCgroup(path string, pid int) error {
+	if cgroups.Mode() == cgroups.Unified {
+		cg, err := cgroupsv2.Load(path)
+		if err != nil {
+			return fmt.Errorf("shim cgroup %s: %w", path, err)
+		}
+		return cg.AddProc(uint64(pid))
+	}
+	// cgroup v1: join the group in every hierarchy that has it.
+	dirs, err := filepath.Glob("/sys/fs/cgroup/*/cgroup.procs")
+	if err != nil {
+		return err
+	}
+	joined := false
+	for _, procs := range dirs {
+		f := filepath.Join(filepath.Dir(procs), path, "cgroup.procs")
+		if err := os.WriteFile(f, []byte(strconv.Itoa(pid)), 0); err == nil {
+			joined = true
+		}
+	}
+	if !joined {
+		return fmt.Errorf("shim cgroup %s: no hierarchy has it", path)
+	}
+	return nil
+}
+
+// Stop is containerd's "delete" action, run after a shim died: it removes
+// what the shim would have (runc's container, the rootfs mount).
+func (m manager) Stop(ctx context.Context, id string) (cdshim.StopStatus, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return cdshim.StopStatus{}, err
+	}
+	bundle := filepath.Join(filepath.Dir(cwd), id)
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return cdshim.StopStatus{}, err
+	}
+	rc, err := readRuntimeConfig(bundle)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			return cdshim.StopStatus{}, err
+		}
+		rc = runtimeConfigOf(ns, &options.Options{})
+	}
+	if err := deleteContainer(ctx, rc.newRunc(bundle), id, true); err != nil {
+		log.G(ctx).WithError(err).Warn("delete the runc container")
+	}
+	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
+		log.G(ctx).WithError(err).Warn("unmount rootfs")
+	}
+	pid, err := runc.ReadPidFile(filepath.Join(bundle, "init.pid"))
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("no init pid file")
+	}
+	return cdshim.StopStatus{Pid: pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil
+}
+
+// Info answers `shim -info`.
+func (m manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
+	version, revision := "unknown", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	return &types.RuntimeInfo{Name: m.name, Version: &types.RuntimeVersion{Version: version, Revision: revision}}, nil
+}

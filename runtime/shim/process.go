@@ -1,0 +1,197 @@
+package shim
+
+import (
+	"context"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/pkg/stdio"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// container is one task: its init process, its execs and how to reach runc.
+type container struct {
+	id, bundle string
+	// rootfs is the mounted rootfs ("" when containerd sent no mounts).
+	rootfs string
+	runc   *runc.Runc
+	// ownPidNS: the kernel kills every process when the init dies, so the
+	// shim need not.
+	ownPidNS bool
+	ioUID    int
+	ioGID    int
+	init     *process
+	// criuWork is the restore's CRIU work dir (its log is kept).
+	criuWork string
+
+	// mu serializes the init's lifecycle calls (Start, Delete, Pause,
+	// Resume, Checkpoint); Kill and the queries do not wait for it.
+	mu sync.Mutex
+
+	// emu guards execs and restore.
+	emu     sync.Mutex
+	execs   map[string]*process
+	restore Restore // a restore held in CRIU between Create and Start
+
+	// Guarded by the service's lifecycleMu (see exits.go).
+	runningExecs int
+	initExited   bool
+	initExit     *runc.Exit // held until the last exec's exit is published
+}
+
+// process is the init or an exec.
+type process struct {
+	c     *container
+	id    string // exec id; "" for the init
+	stdio stdio.Stdio
+	spec  *specs.Process // exec only
+	io    *procIO
+
+	mu         sync.Mutex
+	pid        int
+	status     task.Status
+	exitStatus int
+	exitedAt   time.Time
+	exited     chan struct{}
+	console    *os.File // pty master of a terminal process
+	winsize    WindowSize
+}
+
+func newProcess(c *container, id string, sio stdio.Stdio) *process {
+	return &process{c: c, id: id, stdio: sio, status: task.Status_CREATED, exited: make(chan struct{})}
+}
+
+func (p *process) isInit() bool { return p.id == "" }
+
+func (p *process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid
+}
+
+func (p *process) Status() task.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+func (p *process) setPid(pid int) {
+	p.mu.Lock()
+	p.pid = pid
+	p.mu.Unlock()
+}
+
+// setStatus changes the status unless the process has exited: an exit is
+// final whatever a racing call thinks.
+func (p *process) setStatus(s task.Status) {
+	p.mu.Lock()
+	if p.status != task.Status_STOPPED {
+		p.status = s
+	}
+	p.mu.Unlock()
+}
+
+// setExited records the exit once.
+func (p *process) setExited(status int, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status == task.Status_STOPPED {
+		return
+	}
+	p.status = task.Status_STOPPED
+	p.exitStatus = status
+	p.exitedAt = at
+	close(p.exited)
+}
+
+func (p *process) exit() (int, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitStatus, p.exitedAt
+}
+
+func (p *process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait returns after the exit, once the output is copied: a client that
+// reads stdout after Wait then has all of it.
+func (p *process) wait(ctx context.Context) error {
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if p.io == nil {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		p.io.wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// setConsole records a terminal process's pty master and applies the
+// last requested window size.
+func (p *process) setConsole(master *os.File) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.console = master
+	if p.winsize.Rows > 0 && p.winsize.Cols > 0 {
+		setWinsize(master, p.winsize)
+	}
+}
+
+// resize applies ResizePty; before the console exists the size is kept.
+func (p *process) resize(ws WindowSize) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.winsize = ws
+	if p.console == nil {
+		return nil
+	}
+	return setWinsize(p.console, ws)
+}
+
+// windowSize is the terminal's current size, for a checkpoint.
+func (p *process) windowSize() *WindowSize {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.console == nil {
+		return nil
+	}
+	ws, err := getWinsize(p.console)
+	if err != nil {
+		return nil
+	}
+	return &ws
+}
+
+func (c *container) exec(id string) *process {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	return c.execs[id]
+}
+
+// process is the init for "", else the exec.
+func (c *container) process(execID string) *process {
+	if execID == "" {
+		return c.init
+	}
+	return c.exec(execID)
+}
