@@ -78,6 +78,11 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if opts.ImagePath == "" {
 		return nil, errors.New("checkpoint: no image path")
 	}
+	if strays, err := strayProcesses(st); err != nil {
+		return nil, err
+	} else if len(strays) > 0 {
+		return nil, errOutsideTree(opts.ID, strays)
+	}
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", opts.ID))
 	cfg := &st.Config
 
