@@ -145,3 +145,26 @@ func TestCheckpointRefusesExecProcesses(t *testing.T) {
 	c.waitCount(before + 3)
 	c.assertContinuous()
 }
+
+// TestCheckpointRecordsStats: CRIU writes stats-dump to the work dir when
+// there is one (containerd always passes one); ckpt.json carries them
+// either way.
+func TestCheckpointRecordsStats(t *testing.T) {
+	for _, work := range []bool{false, true} {
+		t.Run(fmt.Sprintf("work dir %v", work), func(t *testing.T) {
+			c := newCtr(t, nil)
+			c.start()
+			opts := container.CheckpointOptions{Root: c.root, ID: c.id, ImagePath: filepath.Join(t.TempDir(), "images"), LeaveRunning: true}
+			if work {
+				opts.WorkPath = filepath.Join(t.TempDir(), "work")
+			}
+			md, err := container.Checkpoint(ctx(t), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if md.Stats == nil || md.Stats.PagesWritten == 0 || md.Stats.FrozenTimeUs == 0 {
+				t.Fatalf("ckpt.json lacks CRIU's dump statistics: %+v", md.Stats)
+			}
+		})
+	}
+}

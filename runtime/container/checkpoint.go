@@ -55,9 +55,12 @@ type CheckpointOptions struct {
 	CriuPath, Runc string
 	// Monitor starts and waits criu and runc (a shim passes its reaper).
 	Monitor runc.ProcessMonitor
-	// OnStage is called at every CRIU notification, with the init's pid;
-	// an error fails the checkpoint (CRIU rolls back).
+	// OnStage is called at every CRIU notification, with the init's pid,
+	// before the container's action scripts; an error fails the
+	// checkpoint (CRIU rolls back).
 	OnStage func(ctx context.Context, stage criu.Stage, pid int) error
+	// SkipHooks leaves out the container's action scripts (hooks.go).
+	SkipHooks bool
 }
 
 // Checkpoint checkpoints a container runc runs. Without LeaveRunning the
@@ -109,7 +112,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 			removePartialImage(imgPath)
 		}
 	}()
-	logDir, workFd := imgPath, int32(-1)
+	// CRIU writes its log and statistics to the work dir, or the image dir
+	// when there is none.
+	logDir, workFd, statsDir := imgPath, int32(-1), imgDir
 	if opts.WorkPath != "" {
 		if err := os.MkdirAll(opts.WorkPath, 0o700); err != nil {
 			return nil, err
@@ -119,7 +124,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 			return nil, err
 		}
 		defer wd.Close()
-		logDir, workFd = opts.WorkPath, int32(wd.Fd())
+		logDir, workFd, statsDir = opts.WorkPath, int32(wd.Fd()), wd
 	}
 	logName := "dump.log"
 	if opts.PreDump {
@@ -157,6 +162,10 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if err != nil {
 		return nil, err
 	}
+	onStage, err := checkpointStages(opts, cfg, imgPath)
+	if err != nil {
+		return nil, err
+	}
 
 	s, err := criu.Start(ctx, criu.Config{Path: opts.CriuPath, LogFile: filepath.Join(logDir, logName), Monitor: opts.Monitor})
 	if err != nil {
@@ -180,7 +189,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if opts.PreDump {
 		err = preDump(ctx, s, caps, copts)
 	} else {
-		err = dump(ctx, s, copts, md, imgDir, pid, opts.OnStage, start)
+		err = dump(ctx, s, copts, md, imgDir, statsDir, pid, onStage, start)
 	}
 	if err != nil {
 		state := "it is still running"
@@ -196,9 +205,13 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	complete = true
 	if !opts.LeaveRunning {
 		// CRIU killed the container's processes; runc's state is stale.
+		// A plain delete suffices for a stopped container; --force would
+		// cost runc's 100 ms wait for processes to die even then.
 		r := &runc.Runc{Command: opts.Runc, Root: opts.Root}
-		if err := r.Delete(ctx, opts.ID, &runc.DeleteOpts{Force: true}); err != nil {
-			return md, fmt.Errorf("checkpoint of %q is complete, but deleting runc's state failed: %w", opts.ID, err)
+		if err := r.Delete(ctx, opts.ID, nil); err != nil {
+			if err := r.Delete(ctx, opts.ID, &runc.DeleteOpts{Force: true}); err != nil {
+				return md, fmt.Errorf("checkpoint of %q is complete, but deleting runc's state failed: %w", opts.ID, err)
+			}
 		}
 	}
 	log.G(ctx).WithField("images", imgPath).WithField("ms", md.Timings.TotalMs).Info("checkpoint done")

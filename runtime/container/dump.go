@@ -12,11 +12,12 @@ import (
 	"github.com/containerd/log"
 )
 
-// dump runs the DUMP request. ckpt.json is written at post-dump, while
+// dump runs the DUMP request; CRIU leaves its statistics in statsDir.
+// ckpt.json is written at post-dump, while
 // CRIU still holds the frozen tasks: if it cannot be written, the answer is
 // false and CRIU resumes the container instead of killing it. After the
 // dump it is completed with CRIU's statistics and committed.
-func dump(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts, md *image.Metadata, imgDir *os.File, pid int,
+func dump(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts, md *image.Metadata, imgDir, statsDir *os.File, pid int,
 	onStage func(context.Context, criu.Stage, int) error, start time.Time) error {
 	var (
 		pending *image.PendingMetadata
@@ -52,7 +53,7 @@ func dump(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts, md *image.M
 		return err
 	}
 	md.Timings.DumpMs = time.Since(dumpStart).Milliseconds()
-	if st, err := image.ReadDumpStats(imgDir); err == nil {
+	if st, err := image.ReadDumpStats(statsDir); err == nil {
 		md.Stats = st
 	} else {
 		log.G(ctx).WithError(err).Debug("no CRIU dump statistics")

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/hooks"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
@@ -56,9 +57,13 @@ type RestoreOptions struct {
 	// one, ckpt also reaps a restored init that dies in a failed restore.
 	Monitor runc.ProcessMonitor
 	// OnStage is called at every CRIU notification with the restored
-	// root's pid (0 until CRIU has told it); hooks are wired in here. An
+	// root's pid (0 until CRIU has told it), before ckpt's hooks. An
 	// error aborts the restore, except at pre-resume and post-resume.
 	OnStage func(ctx context.Context, stage criu.Stage, pid int) error
+	// SkipHooks leaves out the OCI hooks and action scripts of the
+	// bundle's spec (see runtime/container/hooks.go), for a caller that
+	// runs them itself.
+	SkipHooks bool
 	// HoldTimeout bounds the hold at setup-namespaces (0: the default).
 	HoldTimeout time.Duration
 }
@@ -75,9 +80,11 @@ type Restoring struct {
 	files    []*os.File
 	planned  *plan.Restore
 	cancel   context.CancelFunc
+	hooks    *hooks.Lifecycle
 
 	mu      sync.Mutex
 	pid     int
+	criuPid int
 	written bool  // runc's state.json exists
 	masters []int // ckpt's duplicates of restored pty masters
 
@@ -237,6 +244,9 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		return cc, err
 	}
 	r.cfg = cfg
+	if r.hooks, err = newRestoreHooks(opts, spec, cfg, imgPath); err != nil {
+		return cc, err
+	}
 
 	// The state dir claims the id, as runc's create does.
 	if err := os.MkdirAll(opts.Root, 0o700); err != nil {

@@ -36,6 +36,9 @@ func (r *Restoring) run(ctx context.Context, cc criu.Config) {
 func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 	var cgRoots []*rpc.CgroupRoot
 	cc.OnStart = func(pid int) error {
+		r.mu.Lock()
+		r.criuPid = pid
+		r.mu.Unlock()
 		roots, err := enterCgroup(r.cg, r.cfg, pid)
 		cgRoots = roots
 		return err
@@ -75,10 +78,7 @@ func (r *Restoring) handler() *criu.Handlers {
 			if n.Pid != 0 {
 				r.setPid(n.Pid)
 			}
-			if r.opts.OnStage != nil {
-				return r.opts.OnStage(ctx, n.Stage, r.Pid())
-			}
-			return nil
+			return r.onStage(ctx, n.Stage)
 		},
 		SetupNamespaces: r.hold,
 		PostRestore:     r.writeState,
@@ -240,6 +240,9 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 		if err := os.RemoveAll(r.stateDir); err != nil {
 			logger.WithError(err).Warn("cleanup: state dir")
 		}
+	}
+	if failed {
+		r.poststopAfterFailure(ctx)
 	}
 }
 
