@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ckpt-dev/ckpt/console"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
@@ -36,6 +37,12 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	if _, ok := c.execs[r.ExecID]; ok {
 		c.emu.Unlock()
 		return nil, toGRPC(fmt.Errorf("exec %q: %w", r.ExecID, errdefs.ErrAlreadyExists))
+	}
+	// The IO exists from here on, so that a ResizePty before Start is kept
+	// for the terminal; Delete closes it.
+	if p.io, err = newProcIO(s.ctx, p.stdio, c.ioUID, c.ioGID); err != nil {
+		c.emu.Unlock()
+		return nil, toGRPC(fmt.Errorf("exec %q: %w", r.ExecID, err))
 	}
 	c.execs[r.ExecID] = p
 	c.emu.Unlock()
@@ -70,19 +77,15 @@ func (s *service) startExec(ctx context.Context, c *container, p *process) (*tas
 }
 
 func (s *service) runExec(ctx context.Context, c *container, p *process) (retErr error) {
-	pio, err := newProcIO(p.stdio, c.ioUID, c.ioGID)
-	if err != nil {
-		return err
-	}
-	p.io = pio
 	defer func() {
 		if retErr != nil && p.Pid() == 0 {
-			pio.close()
+			p.io.close()
 		}
 	}()
-	var sock *consoleSocket
+	var sock *console.Socket
 	if p.stdio.Terminal {
-		if sock, err = newConsoleSocket(); err != nil {
+		var err error
+		if sock, err = console.NewSocket(); err != nil {
 			return err
 		}
 		defer sock.Close()

@@ -8,10 +8,13 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/ckpt-dev/ckpt/console"
+	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -19,25 +22,26 @@ import (
 
 // procIO connects a process's stdio to what containerd gave: FIFOs (or a
 // file:// URI) for stdin, stdout and stderr. A process without a terminal
-// gets pipes, which the shim copies; a terminal process gets a pty master
-// (see attachConsole).
+// gets pipes, which the shim copies; a terminal process gets a console,
+// which copies once its pty master arrives (from runc's console socket or
+// CRIU's orphan-pts-master). Output to a FIFO whose reader went away is
+// dropped rather than blocking the process (console.OpenOutput).
 type procIO struct {
-	stdio stdio.Stdio
-	pipes *pipes // nil with a terminal or without stdio
+	ctx     context.Context
+	stdio   stdio.Stdio
+	pipes   *pipes           // no terminal: the process's pipes; nil without stdio
+	console *console.Console // terminal only
 
-	mu        sync.Mutex
-	stdinHold *os.File // a write end of the stdin FIFO, so reads see no EOF until CloseIO
-	closers   []io.Closer
-	outputs   sync.WaitGroup // stdout and stderr copies
+	mu      sync.Mutex
+	stdin   *console.Input // the stdin FIFO of a process with pipes
+	outputs sync.WaitGroup // stdout and stderr copies
 }
 
-// newProcIO makes the pipes for a process; uid and gid own their container
-// ends (containerd's IoUid/IoGid for user namespaces).
-func newProcIO(sio stdio.Stdio, uid, gid int) (*procIO, error) {
-	p := &procIO{stdio: sio}
-	if sio.Terminal || sio.IsNull() {
-		return p, nil
-	}
+// newProcIO makes the pipes, or the console, for a process; uid and gid own
+// the pipes' container ends (containerd's IoUid/IoGid for user namespaces).
+// ctx carries the logger of the copies, which outlive the request.
+func newProcIO(ctx context.Context, sio stdio.Stdio, uid, gid int) (*procIO, error) {
+	p := &procIO{ctx: ctx, stdio: sio}
 	if sio.Stdout != "" {
 		u, err := url.Parse(sio.Stdout)
 		if err != nil {
@@ -52,12 +56,50 @@ func newProcIO(sio stdio.Stdio, uid, gid int) (*procIO, error) {
 			return nil, fmt.Errorf("stdio scheme %q (only FIFOs and file:// are supported): %w", u.Scheme, errdefs.ErrNotImplemented)
 		}
 	}
+	if sio.Terminal {
+		if err := p.newConsole(); err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	if sio.IsNull() {
+		return p, nil
+	}
 	pp, err := newPipes(p.stdio.Stdin != "", p.stdio.Stdout != "", p.stdio.Stderr != "", uid, gid)
 	if err != nil {
 		return nil, err
 	}
 	p.pipes = pp
 	return p, nil
+}
+
+// newConsole opens the terminal's stdin and stdout; a terminal has no
+// separate stderr.
+func (p *procIO) newConsole() error {
+	// Untyped nils: a nil *Input in an io.Reader would not be nil.
+	var (
+		in  io.Reader
+		out io.Writer
+	)
+	if p.stdio.Stdin != "" {
+		input, err := console.OpenInput(p.stdio.Stdin)
+		if err != nil {
+			return err
+		}
+		in = input
+	}
+	if p.stdio.Stdout != "" {
+		output, err := console.OpenOutput(p.ctx, p.stdio.Stdout)
+		if err != nil {
+			if in != nil {
+				in.(io.Closer).Close()
+			}
+			return err
+		}
+		out = output
+	}
+	p.console = console.New(p.ctx, in, out)
+	return nil
 }
 
 // childFiles are the container's ends of the pipes (nil entries: none).
@@ -69,14 +111,15 @@ func (p *procIO) childFiles() [3]*os.File {
 }
 
 // start copies between the pipes and containerd's FIFOs. It returns once
-// every FIFO is open, so that early output is not lost.
-func (p *procIO) start(ctx context.Context) error {
+// the FIFOs are open; output written before the client's reader is there
+// waits for it (console.OpenOutput).
+func (p *procIO) start() error {
 	if p.pipes == nil {
 		return nil
 	}
 	var shared *sharedWriter
 	if p.stdio.Stdout != "" && p.stdio.Stdout == p.stdio.Stderr && p.pipes.parent[1] != nil && p.pipes.parent[2] != nil {
-		out, err := p.openOutput(p.stdio.Stdout)
+		out, err := console.OpenOutput(p.ctx, p.stdio.Stdout)
 		if err != nil {
 			return err
 		}
@@ -88,55 +131,125 @@ func (p *procIO) start(ctx context.Context) error {
 			continue
 		}
 		if shared != nil {
-			p.copyOut(ctx, shared, src)
+			p.copyOut(shared, src)
 			continue
 		}
-		out, err := p.openOutput(path)
+		out, err := console.OpenOutput(p.ctx, path)
 		if err != nil {
 			return err
 		}
-		p.copyOut(ctx, out, src)
+		p.copyOut(out, src)
 	}
 	if p.stdio.Stdin != "" && p.pipes.parent[0] != nil {
-		in, err := p.openStdin(p.stdio.Stdin)
+		in, err := console.OpenInput(p.stdio.Stdin)
 		if err != nil {
 			return err
 		}
-		go copyIn(ctx, p.pipes.parent[0], in)
+		p.mu.Lock()
+		p.stdin = in
+		p.mu.Unlock()
+		go copyIn(p.ctx, p.pipes.parent[0], in)
 	}
 	return nil
 }
 
-// attachConsole copies between a pty master and containerd's FIFOs. The
-// master's output goes to stdout (a terminal has no separate stderr).
-func (p *procIO) attachConsole(ctx context.Context, master *os.File) error {
-	p.mu.Lock()
-	p.closers = append(p.closers, master)
-	p.mu.Unlock()
-	if p.stdio.Stdout != "" {
-		out, err := p.openOutput(p.stdio.Stdout)
-		if err != nil {
-			return err
-		}
-		p.copyOut(ctx, out, ptyReader{master})
+// attachConsole gives a terminal process's console its pty master; the
+// copies start and a window size asked for earlier is applied.
+func (p *procIO) attachConsole(master *console.Master) error {
+	if p.console == nil {
+		master.Close()
+		return fmt.Errorf("pty master of %s for a process without a terminal: %w", master, errdefs.ErrFailedPrecondition)
 	}
-	if p.stdio.Stdin != "" {
-		in, err := p.openStdin(p.stdio.Stdin)
-		if err != nil {
-			return err
-		}
-		// The master stays open for output: copyIn must not close it.
-		go copyIn(ctx, nopCloser{master}, in)
-	}
-	return nil
+	return p.console.Attach(master)
 }
 
-func (p *procIO) copyOut(ctx context.Context, w io.WriteCloser, r io.Reader) {
+// restoreFinished runs once a restore has completed. CRIU sets a
+// terminal's checkpointed window size after it has sent the master (and
+// ckpt its recorded size at post-restore), so a size the client asked for
+// meanwhile is set again.
+func (p *procIO) restoreFinished() {
+	if p.console == nil {
+		return
+	}
+	if p.console.Master() == nil {
+		log.G(p.ctx).Warn("the restored init's pty master never arrived: its terminal is not connected")
+		return
+	}
+	if ws, ok := p.console.RequestedSize(); ok {
+		if err := p.console.Resize(ws); err != nil {
+			log.G(p.ctx).WithError(err).Warn("set the requested window size on the restored terminal")
+		}
+	}
+}
+
+// restoredMasters takes the pty masters CRIU sends while restoring a
+// terminal task (orphan-pts-master), one per terminal of the tree. The
+// init's goes to its console. Any other belongs to a session containerd
+// does not restore (an exec'd terminal): nobody can take it, so it is
+// closed, which hangs that terminal up, and logged.
+type restoredMasters struct {
+	ctx context.Context
+	io  *procIO
+	// initPts is the init's pty index at checkpoint time, which CRIU
+	// restores; -1 if unknown: then the first master is the init's.
+	initPts int
+
+	mu    sync.Mutex
+	taken bool
+}
+
+func newRestoredMasters(ctx context.Context, pio *procIO, imagePath string) *restoredMasters {
+	return &restoredMasters{ctx: ctx, io: pio, initPts: initPtsNumber(imagePath)}
+}
+
+// take is RestoreRequest.Console.
+func (r *restoredMasters) take(f *os.File) error {
+	m, err := console.MasterFromFile(f)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	isInit := !r.taken && (r.initPts < 0 || m.Number() == r.initPts)
+	if isInit {
+		r.taken = true
+	}
+	r.mu.Unlock()
+	if !isInit {
+		log.G(r.ctx).WithField("pts", m.String()).WithField("init_pts", r.initPts).
+			Warn("a restored pty master is not the init's and has no taker; closing it hangs its terminal up")
+		return m.Close()
+	}
+	return r.io.attachConsole(m)
+}
+
+// initPtsNumber is the pty index of the checkpointed init's stdio as
+// descriptors.json records it ("/dev/pts/N"); -1 if there is none.
+func initPtsNumber(imagePath string) int {
+	dir, err := os.Open(imagePath)
+	if err != nil {
+		return -1
+	}
+	defer dir.Close()
+	links, err := image.ReadDescriptors(dir)
+	if err != nil {
+		return -1
+	}
+	for _, l := range links {
+		if n, ok := strings.CutPrefix(l, "/dev/pts/"); ok {
+			if v, err := strconv.Atoi(n); err == nil && v >= 0 {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+func (p *procIO) copyOut(w io.WriteCloser, r io.Reader) {
 	p.outputs.Add(1)
 	go func() {
 		defer p.outputs.Done()
 		if _, err := io.Copy(w, r); err != nil && !errors.Is(err, os.ErrClosed) {
-			log.G(ctx).WithError(err).Warn("copy of process output")
+			log.G(p.ctx).WithError(err).Warn("copy of process output")
 		}
 		w.Close()
 	}()
@@ -144,7 +257,7 @@ func (p *procIO) copyOut(ctx context.Context, w io.WriteCloser, r io.Reader) {
 
 // copyIn copies stdin until EOF, then closes the process's end so that it
 // sees EOF too.
-func copyIn(ctx context.Context, w io.WriteCloser, r *os.File) {
+func copyIn(ctx context.Context, w io.WriteCloser, r io.ReadCloser) {
 	if _, err := io.Copy(w, r); err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, syscall.EPIPE) {
 		log.G(ctx).WithError(err).Debug("copy of process input")
 	}
@@ -152,83 +265,43 @@ func copyIn(ctx context.Context, w io.WriteCloser, r *os.File) {
 	r.Close()
 }
 
-// openOutput opens a stdout/stderr destination. For a FIFO the shim also
-// holds a read end, as the runc shim does: a client that detaches then
-// costs the process a full pipe rather than EPIPE, and the open never
-// blocks.
-func (p *procIO) openOutput(path string) (io.WriteCloser, error) {
-	fi, err := os.Stat(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	if err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
-		r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open output fifo %s: %w", path, err)
-		}
-		w, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("open output fifo %s: %w", path, err)
-		}
-		p.addCloser(r)
-		return w, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-}
-
-// openStdin opens the stdin FIFO for reading, plus a write end that keeps
-// reads from seeing EOF before the client has connected; CloseIO drops it.
-func (p *procIO) openStdin(path string) (*os.File, error) {
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open stdin fifo %s: %w", path, err)
-	}
-	w, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("open stdin fifo %s: %w", path, err)
-	}
-	p.mu.Lock()
-	p.stdinHold = w
-	p.closers = append(p.closers, r)
-	p.mu.Unlock()
-	return r, nil
-}
-
-// closeStdin is CloseIO: once the client closes its end too, the process
-// reads EOF.
+// closeStdin is CloseIO: once the client has closed its end too, the
+// process reads EOF (on a terminal: the terminal's EOF character).
 func (p *procIO) closeStdin() {
+	if p.console != nil {
+		if err := p.console.CloseStdin(); err != nil {
+			log.G(p.ctx).WithError(err).Warn("close the terminal's input")
+		}
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stdinHold != nil {
-		p.stdinHold.Close()
-		p.stdinHold = nil
+	if p.stdin != nil {
+		p.stdin.CloseWrite()
 	}
-}
-
-func (p *procIO) addCloser(c io.Closer) {
-	p.mu.Lock()
-	p.closers = append(p.closers, c)
-	p.mu.Unlock()
 }
 
 // wait returns when the process's output has been copied.
-func (p *procIO) wait() { p.outputs.Wait() }
-
-// close releases everything; output copies end.
-func (p *procIO) close() {
-	p.closeStdin()
-	p.mu.Lock()
-	closers := p.closers
-	p.closers = nil
-	p.mu.Unlock()
-	for _, c := range closers {
-		c.Close()
+func (p *procIO) wait() {
+	p.outputs.Wait()
+	if p.console != nil {
+		p.console.Wait()
 	}
+}
+
+// close releases everything; the copies end.
+func (p *procIO) close() {
+	if p.console != nil {
+		if err := p.console.Close(); err != nil {
+			log.G(p.ctx).WithError(err).Debug("close the console")
+		}
+	}
+	p.mu.Lock()
+	if p.stdin != nil {
+		p.stdin.Close()
+		p.stdin = nil
+	}
+	p.mu.Unlock()
 	if p.pipes != nil {
 		p.pipes.Close()
 	}
@@ -340,7 +413,3 @@ func (s *sharedWriter) Close() error {
 	}
 	return s.WriteCloser.Close()
 }
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }

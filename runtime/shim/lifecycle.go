@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/console"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -35,6 +36,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	opts, err := createOptions(ctx, r)
 	if err != nil {
+		return nil, toGRPC(err)
+	}
+	if err := saveCheckpointDefaults(r.Bundle, r.Options); err != nil {
 		return nil, toGRPC(err)
 	}
 	rc := runtimeConfigOf(s.ns, opts)
@@ -68,7 +72,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	p := newProcess(c, "", stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal})
 	c.init = p
-	if p.io, err = newProcIO(p.stdio, c.ioUID, c.ioGID); err != nil {
+	if p.io, err = newProcIO(s.ctx, p.stdio, c.ioUID, c.ioGID); err != nil {
 		return nil, toGRPC(err)
 	}
 	defer func() {
@@ -118,10 +122,10 @@ func createOptions(ctx context.Context, r *taskAPI.CreateTaskRequest) (*options.
 }
 
 func (s *service) createFresh(ctx context.Context, c *container, p *process, opts *options.Options) error {
-	var sock *consoleSocket
+	var sock *console.Socket
 	if p.stdio.Terminal {
 		var err error
-		if sock, err = newConsoleSocket(); err != nil {
+		if sock, err = console.NewSocket(); err != nil {
 			return err
 		}
 		defer sock.Close()
@@ -167,17 +171,20 @@ func setRuncIO(p *process, dst *runc.IO) error {
 	return nil
 }
 
+// consoleTimeout bounds the wait for runc's pty master, which runc has
+// sent before create or exec returns.
+const consoleTimeout = 10 * time.Second
+
 // connectIO starts the copies, for a terminal once runc sent the master.
-func (s *service) connectIO(p *process, sock *consoleSocket) error {
+func (s *service) connectIO(p *process, sock *console.Socket) error {
 	if sock == nil {
-		return p.io.start(s.ctx)
+		return p.io.start()
 	}
-	master, err := sock.receive(10 * time.Second)
+	master, err := sock.Receive(consoleTimeout)
 	if err != nil {
 		return err
 	}
-	p.setConsole(master)
-	return p.io.attachConsole(s.ctx, master)
+	return p.io.attachConsole(master)
 }
 
 // createRestore starts CRIU and holds it at setup-namespaces.
@@ -192,10 +199,7 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
 	}
 	if p.stdio.Terminal {
-		req.Console = func(master *os.File) error {
-			p.setConsole(master)
-			return p.io.attachConsole(s.ctx, master)
-		}
+		req.Console = newRestoredMasters(s.ctx, p.io, checkpoint).take
 	}
 	rs, err := s.engine.StartRestore(ctx, req)
 	// CRIU has its own copies of the child ends by now (or failed).
@@ -217,7 +221,7 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 	c.emu.Lock()
 	c.restore = rs
 	c.emu.Unlock()
-	return p.io.start(s.ctx)
+	return p.io.start()
 }
 
 func (c *container) takeRestore() Restore {
@@ -253,6 +257,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			s.awaitExit(ctx, p)
 			return nil, toGRPC(fmt.Errorf("restore of %q failed: %w", c.id, err))
 		}
+		p.io.restoreFinished()
 	} else if err := c.runc.Start(ctx, c.id); err != nil {
 		s.started(p, w)
 		return nil, toGRPC(runtimeError(c.runc, err, "runc start"))

@@ -2,13 +2,15 @@ package shim
 
 import (
 	"context"
-	"os"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/stdio"
+	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	"github.com/creack/pty"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -56,8 +58,6 @@ type process struct {
 	exitStatus int
 	exitedAt   time.Time
 	exited     chan struct{}
-	console    *os.File // pty master of a terminal process
-	winsize    WindowSize
 }
 
 func newProcess(c *container, id string, sio stdio.Stdio) *process {
@@ -146,40 +146,26 @@ func (p *process) wait(ctx context.Context) error {
 	}
 }
 
-// setConsole records a terminal process's pty master and applies the
-// last requested window size.
-func (p *process) setConsole(master *os.File) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.console = master
-	if p.winsize.Rows > 0 && p.winsize.Cols > 0 {
-		setWinsize(master, p.winsize)
-	}
-}
-
-// resize applies ResizePty; before the console exists the size is kept.
+// resize applies ResizePty; a size asked for before the pty master has
+// arrived is applied when it does.
 func (p *process) resize(ws WindowSize) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.winsize = ws
-	if p.console == nil {
-		return nil
+	if p.io == nil || p.io.console == nil {
+		return fmt.Errorf("process has no terminal: %w", errdefs.ErrFailedPrecondition)
 	}
-	return setWinsize(p.console, ws)
+	return p.io.console.Resize(pty.Winsize{Rows: ws.Rows, Cols: ws.Cols})
 }
 
-// windowSize is the terminal's current size, for a checkpoint.
+// windowSize is the terminal's current size, for a checkpoint; nil
+// without a terminal.
 func (p *process) windowSize() *WindowSize {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.console == nil {
+	if p.io == nil || p.io.console == nil {
 		return nil
 	}
-	ws, err := getWinsize(p.console)
+	ws, err := p.io.console.Size()
 	if err != nil {
 		return nil
 	}
-	return &ws
+	return &WindowSize{Rows: ws.Rows, Cols: ws.Cols}
 }
 
 func (c *container) exec(id string) *process {

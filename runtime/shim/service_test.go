@@ -173,14 +173,14 @@ func TestInitExitLast(t *testing.T) {
 func TestProcIO(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.log")
-	pio, err := newProcIO(stdio.Stdio{Stdout: "file://" + out}, os.Getuid(), os.Getgid())
+	pio, err := newProcIO(context.Background(), stdio.Stdio{Stdout: "file://" + out}, os.Getuid(), os.Getgid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pio.stdio.Stderr != out || pio.pipes.child[1] == nil || pio.pipes.child[2] == nil || pio.pipes.child[0] != nil {
 		t.Fatalf("file:// stdio: %+v", pio.stdio)
 	}
-	if err := pio.start(context.Background()); err != nil {
+	if err := pio.start(); err != nil {
 		t.Fatal(err)
 	}
 	pio.pipes.child[1].WriteString("to stdout\n")
@@ -193,7 +193,7 @@ func TestProcIO(t *testing.T) {
 		t.Fatalf("file got %q", data)
 	}
 
-	if _, err := newProcIO(stdio.Stdio{Stdout: "binary:///bin/logger"}, 0, 0); !errdefs.IsNotImplemented(err) {
+	if _, err := newProcIO(context.Background(), stdio.Stdio{Stdout: "binary:///bin/logger"}, 0, 0); !errdefs.IsNotImplemented(err) {
 		t.Fatalf("binary:// stdio: %v; want not implemented", err)
 	}
 }
