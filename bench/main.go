@@ -8,8 +8,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -36,64 +38,121 @@ type Target interface {
 	Run(ctx context.Context, w Workload, dir string) (Sample, error)
 }
 
+// emptyNetNS makes every checkpoint leave the network namespace's
+// contents out (CRIU's empty_ns), as runc's CLI always does.
+var emptyNetNS = flag.Bool("empty-netns", false, "checkpoint with CRIU's empty_ns=network everywhere (runc's CLI always does)")
+
 func main() {
 	out := flag.String("out", "results", "folder for results.md, results.json and memory.png")
-	reps := flag.Int("reps", 5, "repetitions of each workload per target")
-	sizesFlag := flag.String("sizes", "64,512,2048", "memory workloads, MiB")
-	only := flag.String("targets", "", "comma-separated targets (default: all that can run here)")
+	reps := flag.Int("reps", 11, "repetitions of each workload per target")
+	sizes := flag.String("sizes", "64,512,2048", "memory workloads, MiB")
+	only := flag.String("targets", "", "comma-separated targets (default: all that can run here): "+
+		strings.Join(targetOrder, ", "))
+	keep := flag.String("keep", "", "folder to keep each run's CRIU logs and statistics and containerd's log in (default: none)")
+	from := flag.String("from", "", "measure nothing: render the results.json of an earlier run into -out")
 	flag.Parse()
-
-	ctx := context.Background()
-	var sizes []int
-	for _, f := range strings.Split(*sizesFlag, ",") {
-		if v, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && v > 0 {
-			sizes = append(sizes, v)
-		}
+	var err error
+	if *from != "" {
+		err = rerender(*from, *out)
+	} else {
+		err = run(*out, *reps, parseSizes(*sizes), wanted(*only), *keep)
 	}
-	scratch, cleanup, err := tmpfs()
 	if err != nil {
 		logrus.Fatal(err)
+	}
+}
+
+// run measures and writes the results; whatever it set up is torn down
+// on return, also after an interrupt, which still writes what was measured.
+func run(out string, reps int, sizes []int, want func(string) bool, keep string) error {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+	defer cancel()
+	scratch, cleanup, err := tmpfs()
+	if err != nil {
+		return err
 	}
 	defer cleanup()
 	memhog, err := buildMemhog(scratch)
 	if err != nil {
-		logrus.Fatal(err)
+		return err
 	}
-	criuPath, _ := exec.LookPath("criu")
-
-	targets := []Target{&rawCRIU{criu: criuPath, memhog: memhog}}
-	targets = append(targets, extraTargets(ctx, scratch, memhog)...)
-	if *only != "" {
-		keep := map[string]bool{}
-		for _, n := range strings.Split(*only, ",") {
-			keep[strings.TrimSpace(n)] = true
-		}
-		var t []Target
-		for _, x := range targets {
-			if keep[x.Name()] {
-				t = append(t, x)
-			}
-		}
-		targets = t
+	var targets []Target
+	if want(targetRawCRIU) {
+		criuPath, _ := exec.LookPath("criu")
+		targets = append(targets, &rawCRIU{criu: criuPath, memhog: memhog})
+	}
+	extra, stop := extraTargets(ctx, scratch, memhog, keep, want)
+	defer stop()
+	targets = append(targets, extra...)
+	if len(targets) == 0 {
+		return fmt.Errorf("no target to run (targets: %s)", strings.Join(targetOrder, ", "))
 	}
 
+	samples, err := measure(ctx, targets, workloads(sizes), reps, scratch, keep)
+	if err != nil {
+		return err
+	}
+	env := environment()
+	if err := writeResults(out, samples, env); err != nil {
+		return err
+	}
+	fmt.Println(markdown(samples, env))
+	fmt.Printf("results in %s\n", out)
+	return nil
+}
+
+func parseSizes(list string) []int {
+	var sizes []int
+	for _, f := range strings.Split(list, ",") {
+		if v, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && v > 0 {
+			sizes = append(sizes, v)
+		}
+	}
+	return sizes
+}
+
+// wanted says whether a target was asked for (all when list is empty).
+func wanted(list string) func(string) bool {
+	if strings.TrimSpace(list) == "" {
+		return func(string) bool { return true }
+	}
+	keep := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		keep[strings.TrimSpace(n)] = true
+	}
+	return func(name string) bool { return keep[name] }
+}
+
+// measure runs every target on every workload reps times. Targets are
+// interleaved within each repetition so that drift on the machine hits
+// all of them alike; a failed run is recorded and the run goes on.
+func measure(ctx context.Context, targets []Target, wls []Workload, reps int, scratch, keep string) ([]Sample, error) {
 	var samples []Sample
-	for _, w := range workloads(sizes) {
-		// Interleave targets within each repetition so drift on the
-		// machine hits all of them alike.
-		for rep := 1; rep <= *reps; rep++ {
-			for _, t := range targets {
+	for _, w := range wls {
+		for rep := 1; rep <= reps; rep++ {
+			// The order rotates too: no target always runs right after
+			// the same other one.
+			for i := range targets {
+				t := targets[(i+rep)%len(targets)]
+				if ctx.Err() != nil {
+					return samples, nil
+				}
 				if !t.Supports(w) {
 					continue
 				}
 				dir, err := os.MkdirTemp(scratch, "run-")
 				if err != nil {
-					logrus.Fatal(err)
+					return samples, err
 				}
 				s, err := t.Run(ctx, w, dir)
 				s.Target, s.Workload, s.MemMiB, s.Rep = t.Name(), w.Name, w.MemMiB, rep
 				if err != nil {
 					s.Err = err.Error()
+				}
+				if keep != "" {
+					if err := keepLogs(dir, filepath.Join(keep, fmt.Sprintf("%s-%s-%d", s.Target, s.Workload, rep))); err != nil {
+						logrus.WithError(err).Warn("keep the run's logs")
+					}
 				}
 				os.RemoveAll(dir)
 				logrus.WithFields(logrus.Fields{"target": s.Target, "workload": s.Workload, "rep": rep,
@@ -103,12 +162,26 @@ func main() {
 			}
 		}
 	}
-	env := environment()
-	if err := writeResults(*out, samples, env); err != nil {
-		logrus.Fatal(err)
-	}
-	fmt.Println(markdown(samples, env))
-	fmt.Printf("results in %s\n", *out)
+	return samples, nil
+}
+
+// keepLogs copies what a run left in dir except CRIU's images.
+func keepLogs(dir, to string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case d.IsDir() && (d.Name() == "applets" || d.Name() == "rootfs"):
+			return filepath.SkipDir
+		case d.IsDir():
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		case !d.Type().IsRegular() || strings.HasSuffix(p, ".img"):
+			return nil
+		}
+		return copyFile(p, filepath.Join(to, rel))
+	})
 }
 
 // tmpfs mounts scratch space in memory so disk speed does not decide.
@@ -125,10 +198,17 @@ func tmpfs() (string, func(), error) {
 
 func buildMemhog(dir string) (string, error) {
 	out := filepath.Join(dir, "memhog")
+	// From the module's root, so that a bench binary runs from anywhere
+	// inside the checkout.
+	mod, err := exec.Command("go", "env", "GOMOD").Output()
+	if m := strings.TrimSpace(string(mod)); err != nil || m == "" || m == os.DevNull {
+		return "", fmt.Errorf("build memhog: run the benchmark from inside the ckpt checkout (go env GOMOD: %q, %v)", m, err)
+	}
 	cmd := exec.Command("go", "build", "-o", out, "./bench/memhog")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build memhog: %v: %s", err, b)
+		return "", fmt.Errorf("build memhog: %w: %s", err, b)
 	}
 	return out, nil
 }

@@ -66,7 +66,7 @@ func (r *rawCRIU) Run(ctx context.Context, w Workload, dir string) (Sample, erro
 	os.MkdirAll(img, 0o755)
 	t0 := time.Now()
 	if b, err := exec.CommandContext(ctx, r.criu, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", img, "-o", "dump.log", "-v2").CombinedOutput(); err != nil {
-		return s, fmt.Errorf("criu dump: %v: %s%s", err, b, tail(filepath.Join(img, "dump.log")))
+		return s, fmt.Errorf("criu dump: %w: %s%s", err, b, tail(filepath.Join(img, "dump.log")))
 	}
 	s.Checkpoint = time.Since(t0)
 	cmd.Wait()
@@ -77,7 +77,7 @@ func (r *rawCRIU) Run(ctx context.Context, w Workload, dir string) (Sample, erro
 	mark := countLines(out)
 	t0 = time.Now()
 	if b, err := exec.CommandContext(ctx, r.criu, "restore", "-D", img, "-d", "-o", "restore.log", "-v2", "--pidfile", filepath.Join(dir, "restored.pid")).CombinedOutput(); err != nil {
-		return s, fmt.Errorf("criu restore: %v: %s%s", err, b, tail(filepath.Join(img, "restore.log")))
+		return s, fmt.Errorf("criu restore: %w: %s%s", err, b, tail(filepath.Join(img, "restore.log")))
 	}
 	s.Restore = time.Since(t0)
 	if pid, err := readPid(filepath.Join(dir, "restored.pid")); err == nil {

@@ -20,14 +20,39 @@ type Sample struct {
 	// running again.
 	Checkpoint time.Duration `json:"checkpoint_ns"`
 	Restore    time.Duration `json:"restore_ns"`
-	ImageBytes int64         `json:"image_bytes"`
-	// ShimRSS is the resident memory of the target's shim after restore,
-	// where there is a shim.
-	ShimRSS int64 `json:"shim_rss_bytes,omitempty"`
+	// RPC is how long the runtime itself took, where a client stands
+	// between the caller and the runtime (containerd's task service).
+	RPC *RPCTimes `json:"rpc,omitempty"`
+
+	ImageBytes int64 `json:"image_bytes"`
+	// ShimRSS is the resident memory of the target's shim once the
+	// restored task runs; ShimPeakRSS the larger high-water mark of the
+	// shim that checkpointed and the one that restored.
+	ShimRSS     int64 `json:"shim_rss_bytes,omitempty"`
+	ShimPeakRSS int64 `json:"shim_peak_rss_bytes,omitempty"`
 
 	Dump     *DumpStats    `json:"criu_dump,omitempty"`
 	Restored *RestoreStats `json:"criu_restore,omitempty"`
-	Err      string        `json:"error,omitempty"`
+	// Ckpt is ckpt's own account of the checkpoint (ckpt.json timings).
+	Ckpt *CkptTimings `json:"ckpt,omitempty"`
+	Err  string       `json:"error,omitempty"`
+}
+
+// RPCTimes are the durations of the task service calls behind a
+// checkpoint and a restore, measured at the client's gRPC connection.
+type RPCTimes struct {
+	Pause      time.Duration `json:"pause_ns"`
+	Checkpoint time.Duration `json:"checkpoint_ns"`
+	Resume     time.Duration `json:"resume_ns"`
+	Create     time.Duration `json:"create_ns"`
+	Start      time.Duration `json:"start_ns"`
+}
+
+// CkptTimings are the spans ckpt records in ckpt.json, in milliseconds.
+type CkptTimings struct {
+	TotalMs            int64 `json:"total_ms"`
+	DumpMs             int64 `json:"dump_ms"`
+	FreezeToPostDumpMs int64 `json:"freeze_to_post_dump_ms"`
 }
 
 // DumpStats are CRIU's own dump figures (stats-dump), in microseconds.
@@ -36,7 +61,8 @@ type DumpStats struct {
 	PagesWritten                        uint64
 }
 
-// RestoreStats are CRIU's restore figures (stats-restore).
+// RestoreStats are CRIU's restore figures (stats-restore), in
+// microseconds.
 type RestoreStats struct {
 	Forking, Restore uint32
 	PagesRestored    uint64
@@ -60,10 +86,12 @@ func readStats(dir string) (*DumpStats, *RestoreStats) {
 	return d, r
 }
 
+// dirSize is the size of the regular files under dir, CRIU's logs
+// excluded: they depend on the log level, not on the checkpoint.
 func dirSize(dir string) int64 {
 	var n int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() {
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && filepath.Ext(p) != ".log" {
 			n += fi.Size()
 		}
 		return nil

@@ -9,6 +9,9 @@ type Workload struct {
 	Args     []string
 	MemMiB   int
 	Terminal bool
+	// Procs is how many processes the restored tree must have (0: not
+	// checked).
+	Procs int
 	// Ready is a line the workload prints once it is set up.
 	Ready string
 }
@@ -21,7 +24,7 @@ func workloads(sizes []int) []Workload {
 		w = append(w, Workload{Name: fmt.Sprintf("mem-%dMiB", mib), Args: []string{"/bin/memhog", fmt.Sprint(mib)}, MemMiB: mib, Ready: "ready"})
 	}
 	w = append(w,
-		Workload{Name: "tree-50", Args: []string{"/bin/sh", "-c", "for i in $(seq 50); do sleep 100000 & done; echo ready; wait"}, Ready: "ready"},
+		Workload{Name: "tree-50", Args: []string{"/bin/sh", "-c", "for i in $(seq 50); do sleep 100000 & done; echo ready; wait"}, Procs: 51, Ready: "ready"},
 		Workload{Name: "tty-shell", Args: []string{"/bin/sh"}, Terminal: true},
 	)
 	return w

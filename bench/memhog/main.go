@@ -28,6 +28,6 @@ func main() {
 	fmt.Printf("ready %d MiB\n", mib)
 	for n := 1; ; n++ {
 		time.Sleep(200 * time.Millisecond)
-		fmt.Printf("beat %d %d\n", n, mem[(n*4096)%len(mem)|0])
+		fmt.Printf("beat %d %d\n", n, mem[(n*4096)%len(mem)])
 	}
 }

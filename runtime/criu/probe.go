@@ -110,8 +110,8 @@ func Probe(ctx context.Context, path string) (*Capabilities, error) {
 		return nil, err
 	}
 	if key, err := keyOf(resolved); err == nil {
-		if c, ok := probeCache.Load(key); ok {
-			return c.(*Capabilities), nil
+		if c, ok := cached(key); ok {
+			return c, nil
 		}
 	}
 	s, err := Start(ctx, Config{Path: resolved})
@@ -128,8 +128,8 @@ func Probe(ctx context.Context, path string) (*Capabilities, error) {
 func (s *Session) Capabilities(ctx context.Context) (*Capabilities, error) {
 	key, kerr := keyOf(s.path)
 	if kerr == nil {
-		if c, ok := probeCache.Load(key); ok {
-			return c.(*Capabilities), nil
+		if c, ok := cached(key); ok {
+			return c, nil
 		}
 	}
 	v, err := s.Version(ctx)
@@ -142,7 +142,7 @@ func (s *Session) Capabilities(ctx context.Context) (*Capabilities, error) {
 	}
 	c := &Capabilities{Path: s.path, Version: v, Features: f}
 	if kerr == nil {
-		probeCache.Store(key, c)
+		remember(key, c)
 	}
 	return c, nil
 }

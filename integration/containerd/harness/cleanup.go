@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,7 +22,7 @@ import (
 func buildShim(ctx context.Context, dir string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go" // where Go is installed on the hosts ckpt supports
 	}
 	out, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
 	if err != nil {
@@ -41,8 +40,9 @@ func buildShim(ctx context.Context, dir string) error {
 	return nil
 }
 
-// killShims kills the shims serving the daemon at address: those of tasks
-// nobody deleted outlive containerd.
+// killShims kills the shims serving the daemon at address, ckpt's and
+// containerd's runc shim (the benchmark runs both): those of tasks nobody
+// deleted outlive containerd.
 func killShims(address string) {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -55,7 +55,7 @@ func killShims(address string) {
 			continue
 		}
 		args := strings.Split(string(cmdline), "\x00")
-		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-ckpt-v2" {
+		if len(args) == 0 || (filepath.Base(args[0]) != "containerd-shim-ckpt-v2" && filepath.Base(args[0]) != "containerd-shim-runc-v2") {
 			continue
 		}
 		for i := 0; i+1 < len(args); i++ {

@@ -182,6 +182,10 @@ func (d *Daemon) Stop() error {
 	}
 	killShims(d.Address)
 	removeRuncContainers(d.RuncRoot)
+	// containerd's runc shim keeps its runc state there.
+	runcShimRoot := filepath.Join("/run/containerd/runc", d.Namespace)
+	removeRuncContainers(runcShimRoot)
+	os.RemoveAll(runcShimRoot)
 	removeCgroups(d.Namespace)
 	errs = append(errs, unmountUnder(d.Dir))
 	os.RemoveAll(d.RuncRoot)
