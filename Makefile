@@ -7,7 +7,7 @@ PKGS    := ./...
 # runc, containerd and iptables state: one package at a time.
 INTEGRATION := ./integration/...
 
-.PHONY: all build setup test unit integration demo bench lint clean install
+.PHONY: all build setup test test-in-container unit integration demo bench lint clean install
 
 all: build
 
@@ -31,9 +31,14 @@ integration: build
 
 test: lint unit integration
 
+# The same suite inside a privileged container (docs/containerized-ci.md).
+test-in-container:
+	bash scripts/test-in-container.sh
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	staticcheck ./...
 
 bench: build
 	$(GO) run ./bench -out results

@@ -2,19 +2,24 @@
 # Installs every real component ckpt's tests and demo need on a fresh Debian 12
 # machine, skipping whatever is already there at the right version:
 #   - build tools and the libraries CRIU and runc link against (Debian apt)
-#   - CRIU 4.1.1, built from Debian trixie's source tarball (bookworm's 3.17
-#     cannot dump on kernels >= 6.13: "vdso: Unexpected rt vDSO area bounds")
+#   - CRIU 4.2.1, built from Debian sid's source tarball (bookworm's 3.17
+#     cannot dump on kernels >= 6.13: "vdso: Unexpected rt vDSO area bounds";
+#     4.1.x cannot dump any TCP or UDP socket on kernels >= 6.16: "Can't get
+#     1:16 opt", fixed in 4.2)
 #   - runc at the version go.mod pins (ckpt writes runc's state with runc's
 #     own types, so the two must agree)
 #   - containerd 2.x and ctr, at CONTAINERD_VERSION
+#   - staticcheck, for make lint
+#   - Docker 28 and 26 next to the host's packages (scripts/setup-docker.sh)
 # Everything lands in /usr/local; build caches live in $CKPT_CACHE.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 CKPT_CACHE=${CKPT_CACHE:-/var/cache/ckpt}
-CRIU_VERSION=4.1.1
-# Checksums-Sha256 of criu_4.1.1.orig.tar.xz in trixie's signed Sources index.
-CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+CRIU_VERSION=4.2.1
+CRIU_SUITE=sid
+# Checksums-Sha256 of criu_4.2.1.orig.tar.xz in sid's signed Sources index.
+CRIU_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.2.9}
 RUNC_VERSION=$(awk '$1=="github.com/opencontainers/runc"{print $2}' "$top/go.mod")
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:$PATH
@@ -53,17 +58,20 @@ have_criu=$(/usr/local/sbin/criu --version 2>/dev/null | awk '/^Version:/{print 
 if [ "$have_criu" != "$CRIU_VERSION" ]; then
   src=$CKPT_CACHE/criu_${CRIU_VERSION}.orig.tar.xz
   if [ ! -f "$src" ] || ! echo "$CRIU_SHA256  $src" | sha256sum -c --quiet - 2>/dev/null; then
-    log "fetching CRIU $CRIU_VERSION source from Debian trixie"
-    cat > /etc/apt/sources.list.d/ckpt-trixie-src.sources <<'SRC'
+    log "fetching CRIU $CRIU_VERSION source from Debian $CRIU_SUITE"
+    # Source packages only: the host's binary packages stay bookworm's.
+    rm -f /etc/apt/sources.list.d/ckpt-trixie-src.sources
+    cat > /etc/apt/sources.list.d/ckpt-criu-src.sources <<SRC
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: trixie
+Suites: $CRIU_SUITE
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
     apt-get update -qq
     dl=$(mktemp -d)
-    # The .dsc is not served here, so apt exits non-zero; the tarball arrives.
+    # Not every file of the source package is served here, so apt may exit
+    # non-zero; the tarball arrives, and its checksum is checked below.
     (cd "$dl" && apt-get source --download-only -qq "criu=${CRIU_VERSION}-1" >/dev/null 2>&1 || true)
     [ -f "$dl/criu_${CRIU_VERSION}.orig.tar.xz" ] || { echo "CRIU source tarball did not arrive" >&2; exit 1; }
     mv "$dl/criu_${CRIU_VERSION}.orig.tar.xz" "$src"
@@ -99,5 +107,18 @@ if [ "$have_ctrd" != "$CONTAINERD_VERSION" ] || [ ! -x /usr/local/bin/ctr ] || [
   for b in containerd ctr containerd-shim-runc-v2; do install -D -m 0755 "$GOBIN/$b" "/usr/local/bin/$b"; done
 fi
 log "$(/usr/local/bin/containerd --version) at /usr/local/bin/containerd"
+
+# --- staticcheck (make lint) -------------------------------------------------
+STATICCHECK_VERSION=v0.8.2 # staticcheck 2026.2.2
+have_sc=$(/usr/local/bin/staticcheck -version 2>/dev/null | sed -n 's/.*(\(.*\)).*/v\1/p' || true)
+if [ "$have_sc" != "$STATICCHECK_VERSION" ]; then
+  log "installing staticcheck $STATICCHECK_VERSION"
+  go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+  install -D -m 0755 "$GOBIN/staticcheck" /usr/local/bin/staticcheck
+fi
+log "$(/usr/local/bin/staticcheck -version) at /usr/local/bin/staticcheck"
+
+# --- Docker 28 and 26, for integration/docker --------------------------------
+bash "$top/scripts/setup-docker.sh"
 
 log "done"
