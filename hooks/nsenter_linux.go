@@ -43,9 +43,11 @@ import (
 //     hook runs with ckpt's (host root's) credentials, which are privileged
 //     over any user namespace. runc containers here have none of their own.
 //
-// A createContainer hook's path resolves on the host: it is opened before
-// entering and executed as /proc/self/fd/3 (opened for reading, so that
-// the descriptor stays usable across exec and a "#!" script's interpreter,
+// A createContainer hook's path resolves on the host. Where the same path
+// in the container names the same file (a bind mount of the hooks' dir),
+// the hook simply runs by its path. Otherwise it is opened before entering
+// and executed as /proc/self/fd/3 (opened for reading, so that the
+// descriptor stays usable across exec and a "#!" script's interpreter,
 // which resolves in the container, can read it; the script's $0 is then
 // /proc/self/fd/3). That path resolves in the container's /proc, so such a
 // hook needs the container to have /proc mounted.
@@ -80,8 +82,10 @@ func startInContainer(cmd *exec.Cmd, start func() error, pid int, pathInContaine
 			return err
 		}
 		defer f.Close()
-		cmd.ExtraFiles = append([]*os.File{f}, cmd.ExtraFiles...)
-		cmd.Path = "/proc/self/fd/3"
+		if !sameFileInside(f, pid, cmd.Path) {
+			cmd.ExtraFiles = append([]*os.File{f}, cmd.ExtraFiles...)
+			cmd.Path = "/proc/self/fd/3"
+		}
 	}
 	reqs, err := theLauncher()
 	if err != nil {
@@ -90,6 +94,21 @@ func startInContainer(cmd *exec.Cmd, start func() error, pid int, pathInContaine
 	req := launch{start: start, pid: pid, done: make(chan error, 1)}
 	reqs <- req
 	return <-req.done
+}
+
+// sameFileInside reports whether path names, in the container of pid, the
+// very file f is on the host (a bind mount shares it). The hook then runs
+// by its path, as under runc, and a script's $0 is that path.
+func sameFileInside(f *os.File, pid int, path string) bool {
+	host, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	inside, err := os.Lstat(fmt.Sprintf("/proc/%d/root%s", pid, path))
+	if err != nil || !inside.Mode().IsRegular() {
+		return false
+	}
+	return os.SameFile(host, inside)
 }
 
 type launch struct {

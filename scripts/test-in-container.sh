@@ -177,6 +177,13 @@ case $NESTED_TMP in
   overlay) ;;
   *) die "CKPT_NESTED_TMP must be tmpfs or overlay" ;;
 esac
+# The host's apt policy for reaching its mirror (Acquire::* settings, e.g.
+# a mirror snapshot whose Release files are past Valid-Until): the nested
+# apt, setup-docker.sh's private one included, must reach the same mirror
+# the same way.
+for f in /etc/apt/apt.conf.d/*; do
+  [ -f "$f" ] && grep -q '^Acquire::' "$f" && run_opts+=(-v "$f:$f:ro")
+done
 # The host's trust store: where TLS to the Go module proxy is intercepted, the
 # intercepting CA is only there. Go, OpenSSL, curl and git read these.
 ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
