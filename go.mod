@@ -27,6 +27,7 @@ require (
 	gonum.org/v1/plot v0.17.0
 	google.golang.org/grpc v1.78.0
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af
+	k8s.io/cri-api v0.34.10
 )
 
 require (

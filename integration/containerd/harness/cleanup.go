@@ -79,6 +79,15 @@ func removeRuncContainers(root string) {
 	}
 }
 
+// removeRuncContainerIDs force-deletes the given containers under root.
+func removeRuncContainerIDs(root string, ids []string) {
+	for _, id := range ids {
+		if isDir(filepath.Join(root, id)) {
+			exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+		}
+	}
+}
+
 // removeCgroups removes the namespace's parent cgroups (containerd's
 // default cgroupsPath is /<namespace>/<id>; runc removes only the
 // container's). rmdir fails on a cgroup still in use, which is left.

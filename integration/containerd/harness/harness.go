@@ -1,8 +1,9 @@
 // Package harness runs a private containerd for ckpt's integration tests:
-// its own root, state and socket under a temp dir, the CRI plugin off,
-// overlayfs, ckpt's shim built from this tree and first on containerd's
-// PATH, and a busybox image built locally (no registry). Stop removes
-// everything it made: tasks, containers, shims, mounts, dirs.
+// its own root, state and socket under a temp dir, the CRI plugin off
+// (WithCRI turns it on), overlayfs, ckpt's shim built from this tree and
+// first on containerd's PATH, and a busybox image built locally (no
+// registry). Stop removes everything it made: tasks, containers, shims,
+// mounts, dirs.
 package harness
 
 import (
@@ -36,22 +37,34 @@ type Daemon struct {
 	Image     client.Image
 	// RuncRoot is where the shim keeps runc's state for Namespace.
 	RuncRoot string
+	// CgroupParent is, with WithCRI, the cgroup parent for pod sandboxes
+	// (LinuxPodSandboxConfig.CgroupParent); Stop removes it.
+	CgroupParent string
 
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *os.File
+	cri  bool
 }
 
 // Start builds the shim, starts containerd and imports the busybox image
 // made from rootfs (a dir, e.g. from testutil.Rootfs).
-func Start(ctx context.Context, rootfs string) (_ *Daemon, retErr error) {
+func Start(ctx context.Context, rootfs string, opts ...Option) (_ *Daemon, retErr error) {
+	var set settings
+	for _, o := range opts {
+		o(&set)
+	}
 	dir, err := os.MkdirTemp("", "ckpt-ctrd")
 	if err != nil {
 		return nil, err
 	}
 	d := &Daemon{
 		Dir: dir, Address: filepath.Join(dir, "containerd.sock"),
-		Namespace: fmt.Sprintf("ckpt-it-%d", os.Getpid()),
+		Namespace: fmt.Sprintf("ckpt-it-%d", os.Getpid()), cri: set.cri,
+	}
+	if d.cri {
+		d.Namespace = CRINamespace
+		d.CgroupParent = fmt.Sprintf("/ckpt-cri-%d", os.Getpid())
 	}
 	d.RuncRoot = filepath.Join("/run/containerd/ckpt", d.Namespace)
 	defer func() {
@@ -64,7 +77,7 @@ func Start(ctx context.Context, rootfs string) (_ *Daemon, retErr error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(config(dir, d.Address)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(config(dir, d.Address, d.cri)), 0o644); err != nil {
 		return nil, err
 	}
 	if d.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
@@ -89,7 +102,12 @@ func Start(ctx context.Context, rootfs string) (_ *Daemon, retErr error) {
 	if err := d.connect(ctx); err != nil {
 		return nil, err
 	}
-	if err := d.importImage(ctx, rootfs); err != nil {
+	if d.cri {
+		err = d.importCRIImages(d.Context(ctx), rootfs)
+	} else {
+		err = d.importImage(ctx, rootfs)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -162,8 +180,12 @@ func (d *Daemon) importImage(ctx context.Context, rootfs string) error {
 // and removes it. It is safe on a half-started daemon.
 func (d *Daemon) Stop() error {
 	var errs []error
+	var ids []string
 	if d.Client != nil {
 		ctx, cancel := context.WithTimeout(d.Context(context.Background()), time.Minute)
+		if d.cri {
+			ids = d.criContainerIDs(ctx)
+		}
 		errs = append(errs, d.cleanContainers(ctx))
 		cancel()
 		d.Client.Close()
@@ -181,14 +203,26 @@ func (d *Daemon) Stop() error {
 		d.log.Close()
 	}
 	killShims(d.Address)
-	removeRuncContainers(d.RuncRoot)
-	// containerd's runc shim keeps its runc state there.
-	runcShimRoot := filepath.Join("/run/containerd/runc", d.Namespace)
-	removeRuncContainers(runcShimRoot)
-	os.RemoveAll(runcShimRoot)
-	removeCgroups(d.Namespace)
+	if d.cri {
+		// CRINamespace's root is shared with other daemons: only ours go,
+		// and the dir only if that leaves it empty.
+		removeRuncContainerIDs(d.RuncRoot, ids)
+		removeRuncContainers(filepath.Join(d.Dir, "runc-shim", d.Namespace))
+		removeCgroups(strings.TrimPrefix(d.CgroupParent, "/"))
+	} else {
+		removeRuncContainers(d.RuncRoot)
+		// containerd's runc shim keeps its runc state there.
+		runcShimRoot := filepath.Join("/run/containerd/runc", d.Namespace)
+		removeRuncContainers(runcShimRoot)
+		os.RemoveAll(runcShimRoot)
+		removeCgroups(d.Namespace)
+	}
 	errs = append(errs, unmountUnder(d.Dir))
-	os.RemoveAll(d.RuncRoot)
+	if d.cri {
+		syscall.Rmdir(d.RuncRoot)
+	} else {
+		os.RemoveAll(d.RuncRoot)
+	}
 	if err := os.RemoveAll(d.Dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -223,7 +257,7 @@ func (d *Daemon) cleanContainers(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func config(dir, address string) string {
+func config(dir, address string, cri bool) string {
 	disabled := []string{
 		"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
 		"io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -233,8 +267,12 @@ func config(dir, address string) string {
 	}
 	q := func(s string) string { return "'" + s + "'" }
 	var ds []string
-	for _, p := range disabled {
+	for _, p := range disabledWith(disabled, cri) {
 		ds = append(ds, q(p))
+	}
+	var criPart string
+	if cri {
+		criPart = criConfig(dir)
 	}
 	return fmt.Sprintf(`version = 3
 root = %s
@@ -253,8 +291,8 @@ disabled_plugins = [%s]
 [plugins]
   [plugins.'io.containerd.internal.v1.opt']
     path = %s
-`, q(filepath.Join(dir, "root")), q(filepath.Join(dir, "state")), strings.Join(ds, ", "),
-		q(address), q(address+".ttrpc"), q(filepath.Join(dir, "opt")))
+%s`, q(filepath.Join(dir, "root")), q(filepath.Join(dir, "state")), strings.Join(ds, ", "),
+		q(address), q(address+".ttrpc"), q(filepath.Join(dir, "opt")), criPart)
 }
 
 func withPath(env []string, dir string) []string {

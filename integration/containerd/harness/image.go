@@ -21,17 +21,29 @@ import (
 // ociArchive writes an OCI image layout tar of a single-layer image made
 // from rootfs, named name (containerd's io.containerd.image.name).
 func ociArchive(w io.Writer, rootfs, name string) error {
+	return ociArchiveCmd(w, rootfs, name, []string{"sh"})
+}
+
+// ociArchiveCmd is ociArchive with the image's default command.
+func ociArchiveCmd(w io.Writer, rootfs, name string, cmd []string) error {
 	var layer bytes.Buffer
 	if err := layerTar(&layer, rootfs); err != nil {
 		return fmt.Errorf("image layer: %w", err)
 	}
-	layerDesc := descriptor(ocispec.MediaTypeImageLayer, layer.Bytes())
+	return imageLayout(w, layer.Bytes(), name, cmd, nil)
+}
+
+// imageLayout writes an OCI image layout tar of the image with the one
+// layer (an uncompressed tar), default command cmd, and the manifest
+// annotations given.
+func imageLayout(w io.Writer, layer []byte, name string, cmd []string, annotations map[string]string) error {
+	layerDesc := descriptor(ocispec.MediaTypeImageLayer, layer)
 
 	config, err := json.Marshal(ocispec.Image{
 		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
 		Config: ocispec.ImageConfig{
 			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Cmd:        []string{"sh"},
+			Cmd:        cmd,
 			WorkingDir: "/",
 		},
 		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerDesc.Digest}},
@@ -42,10 +54,11 @@ func ociArchive(w io.Writer, rootfs, name string) error {
 	configDesc := descriptor(ocispec.MediaTypeImageConfig, config)
 
 	manifest, err := json.Marshal(ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    configDesc,
-		Layers:    []ocispec.Descriptor{layerDesc},
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageManifest,
+		Config:      configDesc,
+		Layers:      []ocispec.Descriptor{layerDesc},
+		Annotations: annotations,
 	})
 	if err != nil {
 		return err
@@ -76,7 +89,7 @@ func ociArchive(w io.Writer, rootfs, name string) error {
 	}{
 		{ocispec.ImageLayoutFile, layout},
 		{"index.json", index},
-		{blobPath(layerDesc), layer.Bytes()},
+		{blobPath(layerDesc), layer},
 		{blobPath(configDesc), config},
 		{blobPath(manifestDesc), manifest},
 	}
