@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 
+	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
 	"github.com/ckpt-dev/ckpt/integration/internal/testutil"
 )
 
@@ -56,7 +56,7 @@ func saveArchive(w io.Writer, rootfs, tag string) error {
 	defer os.Remove(layer.Name())
 	defer layer.Close()
 	h := sha256.New()
-	if err := layerTar(io.MultiWriter(layer, h), rootfs); err != nil {
+	if err := harness.LayerTar(io.MultiWriter(layer, h), rootfs); err != nil {
 		return fmt.Errorf("image layer: %w", err)
 	}
 	layerSum := hex.EncodeToString(h.Sum(nil))
@@ -108,57 +108,6 @@ func saveArchive(w io.Writer, rootfs, tag string) error {
 		return err
 	}
 	if _, err := io.Copy(tw, layer); err != nil {
-		return err
-	}
-	return tw.Close()
-}
-
-// layerTar writes dir as an uncompressed layer owned by root.
-func layerTar(w io.Writer, dir string) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil || rel == "." {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		var link string
-		if fi.Mode()&os.ModeSymlink != 0 {
-			if link, err = os.Readlink(path); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(path)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if _, err := io.Copy(tw, f); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
 		return err
 	}
 	return tw.Close()

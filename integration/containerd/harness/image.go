@@ -27,7 +27,7 @@ func ociArchive(w io.Writer, rootfs, name string) error {
 // ociArchiveCmd is ociArchive with the image's default command.
 func ociArchiveCmd(w io.Writer, rootfs, name string, cmd []string) error {
 	var layer bytes.Buffer
-	if err := layerTar(&layer, rootfs); err != nil {
+	if err := LayerTar(&layer, rootfs); err != nil {
 		return fmt.Errorf("image layer: %w", err)
 	}
 	return imageLayout(w, layer.Bytes(), name, cmd, nil)
@@ -117,8 +117,8 @@ func blobPath(d ocispec.Descriptor) string {
 	return filepath.Join("blobs", d.Digest.Algorithm().String(), d.Digest.Encoded())
 }
 
-// layerTar writes dir as an uncompressed layer, owned by root.
-func layerTar(w io.Writer, dir string) error {
+// LayerTar writes dir as an uncompressed image layer, owned by root.
+func LayerTar(w io.Writer, dir string) error {
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
