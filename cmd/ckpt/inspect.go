@@ -63,6 +63,9 @@ func printInfo(info *image.Info) {
 		if o.PreDump || o.ParentPath != "" {
 			fmt.Fprintf(w, "\tpre-dump=%t parent=%q\n", o.PreDump, o.ParentPath)
 		}
+		if o.LoopbackOnly {
+			fmt.Fprintf(w, "\tnetwork namespace: only lo, dumped empty, lo brought up on restore\n")
+		}
 		if o.ExternalNetNS || o.ExternalPidNS {
 			fmt.Fprintf(w, "\texternal netns=%t pidns=%t\n", o.ExternalNetNS, o.ExternalPidNS)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ckpt-dev/ckpt/runtime/container"
+	"github.com/ckpt-dev/ckpt/runtime/image"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -40,6 +41,11 @@ func TestListeningSocket(t *testing.T) {
 
 	for cycle := 1; cycle <= 2; cycle++ {
 		images := c.checkpoint(container.CheckpointOptions{})
+		// No CAP_NET_ADMIN, only lo: the namespace is dumped empty and
+		// the restore brings lo up, which httpd's 127.0.0.1 needs.
+		if md := readMetadata(t, images); !md.Options.LoopbackOnly || !md.Options.EmptyNetNS {
+			t.Fatalf("cycle %d: a loopback-only namespace was dumped with its contents: %+v", cycle, md.Options)
+		}
 		pid := c.restore(images, c.id)
 		if pid == before {
 			t.Fatalf("cycle %d: restore returned the old pid %d", cycle, pid)
@@ -49,4 +55,42 @@ func TestListeningSocket(t *testing.T) {
 		}
 		before = pid
 	}
+}
+
+// TestNetworkNamespaceWithNetAdmin: a container with CAP_NET_ADMIN may have
+// changed its network namespace, so it is dumped with its contents: an
+// address it added to lo is there after the restore.
+func TestNetworkNamespaceWithNetAdmin(t *testing.T) {
+	c := newCtr(t, func(s *specs.Spec) {
+		caps := s.Process.Capabilities
+		caps.Bounding = append(caps.Bounding, "CAP_NET_ADMIN")
+		caps.Effective = append(caps.Effective, "CAP_NET_ADMIN")
+		caps.Permitted = append(caps.Permitted, "CAP_NET_ADMIN")
+		s.Process.Args = []string{"sh", "-c", "ip addr add 10.9.9.9/32 dev lo && " + counterScript}
+	})
+	c.start()
+	images := c.checkpoint(container.CheckpointOptions{})
+	if md := readMetadata(t, images); md.Options.LoopbackOnly || md.Options.EmptyNetNS {
+		t.Fatalf("a namespace the container could change was dumped empty: %+v", md.Options)
+	}
+	before := c.last()
+	c.restore(images, c.id)
+	c.waitCount(before + 3)
+	if out, err := c.exec("ip", "addr", "show", "dev", "lo"); err != nil || !strings.Contains(out, "10.9.9.9/32") {
+		t.Fatalf("the address the container added is gone after the restore: %v\n%s", err, out)
+	}
+}
+
+func readMetadata(t *testing.T, dir string) *image.Metadata {
+	t.Helper()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	md, err := image.ReadMetadata(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md
 }

@@ -140,6 +140,13 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 		ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, EmptyNetNS: opts.EmptyNetNS,
 		CgroupsMode: opts.CgroupsMode, ParentPath: opts.ParentPath, PreDump: opts.PreDump,
 	})
+	if !md.Options.EmptyNetNS && !opts.PreDump {
+		if ok, why := loopbackOnly(cfg, pid); ok {
+			md.Options.EmptyNetNS, md.Options.LoopbackOnly = true, true
+		} else {
+			log.G(ctx).WithField("reason", why).Debug("network namespace dumped with its contents")
+		}
+	}
 	if md.Stdio, err = initStdio(pid); err != nil {
 		return nil, fmt.Errorf("inspect the init's stdio: %w", err)
 	}

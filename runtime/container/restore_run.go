@@ -78,6 +78,13 @@ func (r *Restoring) handler() *criu.Handlers {
 			if n.Pid != 0 {
 				r.setPid(n.Pid)
 			}
+			// Before any hook looks at the network: the namespace CRIU
+			// made empty gets the loopback it had (see loopbackOnly).
+			if n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly {
+				if err := loopbackUp(n.Pid); err != nil {
+					return err
+				}
+			}
 			return r.onStage(ctx, n.Stage)
 		},
 		SetupNamespaces: r.hold,

@@ -49,15 +49,19 @@ type Metadata struct {
 
 // Options are the checkpoint-time CRIU options that restore must repeat.
 type Options struct {
-	LeaveRunning   bool   `json:"leave_running,omitempty"`
-	TCPEstablished bool   `json:"tcp_established,omitempty"`
-	ExtUnixSK      bool   `json:"ext_unix_sk,omitempty"`
-	ShellJob       bool   `json:"shell_job,omitempty"`
-	FileLocks      bool   `json:"file_locks,omitempty"`
-	EmptyNetNS     bool   `json:"empty_net_ns,omitempty"`
-	CgroupsMode    string `json:"cgroups_mode,omitempty"`
-	ParentPath     string `json:"parent_path,omitempty"`
-	PreDump        bool   `json:"pre_dump,omitempty"`
+	LeaveRunning   bool `json:"leave_running,omitempty"`
+	TCPEstablished bool `json:"tcp_established,omitempty"`
+	ExtUnixSK      bool `json:"ext_unix_sk,omitempty"`
+	ShellJob       bool `json:"shell_job,omitempty"`
+	FileLocks      bool `json:"file_locks,omitempty"`
+	EmptyNetNS     bool `json:"empty_net_ns,omitempty"`
+	// LoopbackOnly: the container's own network namespace held only an up
+	// lo the container could not change (no CAP_NET_ADMIN); it was dumped
+	// empty (EmptyNetNS) and restore brings lo up.
+	LoopbackOnly bool   `json:"loopback_only,omitempty"`
+	CgroupsMode  string `json:"cgroups_mode,omitempty"`
+	ParentPath   string `json:"parent_path,omitempty"`
+	PreDump      bool   `json:"pre_dump,omitempty"`
 	// ExternalNetNS and ExternalPidNS: the namespace was the spec's path
 	// and was not dumped; restore needs a namespace there again.
 	ExternalNetNS bool `json:"external_net_ns,omitempty"`
