@@ -196,7 +196,23 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if opts.PreDump {
 		err = preDump(ctx, s, caps, copts)
 	} else {
-		err = dump(ctx, s, copts, md, imgDir, statsDir, pid, onStage, start)
+		// Freeze at pre-dump, after its hooks and scripts, as CRIU would.
+		thaw := func() {}
+		stage := func(ctx context.Context, stage criu.Stage, pid int) error {
+			if onStage != nil {
+				if err := onStage(ctx, stage, pid); err != nil {
+					return err
+				}
+			}
+			if stage == criu.PreDump {
+				var ferr error
+				thaw, ferr = freezeFirst(ctx, st)
+				return ferr
+			}
+			return nil
+		}
+		err = dump(ctx, s, copts, md, imgDir, statsDir, pid, stage, start)
+		thaw()
 	}
 	if err != nil {
 		state := "it is still running"

@@ -87,6 +87,7 @@ func (c *Capabilities) CgroupV2Freezer() bool   { return c.Version.AtLeast(3, 14
 func (c *Capabilities) ExternalPidNS() bool     { return c.Version.AtLeast(3, 15, 0) }
 func (c *Capabilities) StatusReadyNotify() bool { return c.Version.AtLeast(3, 15, 0) }
 func (c *Capabilities) SinglePreDump() bool     { return c.Version.AtLeast(3, 17, 0) }
+func (c *Capabilities) NetworkLockSkip() bool   { return c.Version.AtLeast(3, 17, 0) }
 func (c *Capabilities) QueryExtFiles() bool     { return c.Version.AtLeast(3, 19, 0) }
 
 // PreDump reports whether iterative pre-dump can work: it needs soft-dirty

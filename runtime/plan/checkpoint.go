@@ -92,6 +92,7 @@ func (p *Checkpoint) Opts() (*rpc.CriuOpts, error) {
 		OrphanPtsMaster:   ptr(p.Caps.OrphanPtsMaster),
 		ConfigFile:        criuConfigFile(cfg),
 	}
+	opts.NetworkLock = networkLock(o, p.Caps)
 	if p.WorkDirFd >= 0 {
 		opts.WorkDirFd = ptr(p.WorkDirFd)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
@@ -31,6 +32,7 @@ type Caps struct {
 	ExternalNetNS   bool
 	ExternalPidNS   bool
 	CgroupV2Freezer bool
+	NetworkLockSkip bool
 }
 
 // CapsOf extracts Caps from a probed criu.
@@ -43,6 +45,7 @@ func CapsOf(c *criu.Capabilities) Caps {
 		ExternalNetNS:   c.ExternalNetNS(),
 		ExternalPidNS:   c.ExternalPidNS(),
 		CgroupV2Freezer: c.CgroupV2Freezer(),
+		NetworkLockSkip: c.NetworkLockSkip(),
 	}
 }
 
@@ -137,3 +140,14 @@ func addExtMnt(o *rpc.CriuOpts, key, val string) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// networkLock is the lock method for a dump or restore: none for a
+// namespace that is only a loopback (see LoopbackOnly), whose sockets can
+// only talk to each other, all of them frozen together. Locking would cost
+// two iptables-restore runs to lock and two to unlock.
+func networkLock(o image.Options, caps Caps) *rpc.CriuNetworkLockMethod {
+	if o.LoopbackOnly && o.EmptyNetNS && caps.NetworkLockSkip {
+		return rpc.CriuNetworkLockMethod_SKIP.Enum()
+	}
+	return nil
+}
