@@ -1,9 +1,6 @@
 package docker_test
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +47,7 @@ func (e *engine) stop(t *testing.T) {
 		removeRuncState(root)
 	}
 	removeCgroups(e.cgroupParent)
-	if err := unmountUnder(e.dir); err != nil {
+	if err := harness.UnmountUnder(e.dir); err != nil {
 		t.Errorf("cleanup: %v", err)
 	}
 	if err := os.RemoveAll(e.dir); err != nil {
@@ -215,30 +213,4 @@ func removeRuncState(root string) {
 		}
 	}
 	os.RemoveAll(root)
-}
-
-// unmountUnder detaches whatever is mounted below dir in this mount
-// namespace (nothing, unless a daemon leaked a mount to the host).
-func unmountUnder(dir string) error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	prefix := filepath.Clean(dir) + "/"
-	var mps []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) > 4 && strings.HasPrefix(f[4], prefix) {
-			mps = append(mps, f[4])
-		}
-	}
-	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
-	var errs []error
-	for _, mp := range mps {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }

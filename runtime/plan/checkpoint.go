@@ -8,7 +8,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"golang.org/x/sys/unix"
 )
 
 // Checkpoint is everything a DUMP (or PRE_DUMP) request is built from.
@@ -92,13 +91,7 @@ func (p *Checkpoint) Opts() (*rpc.CriuOpts, error) {
 		OrphanPtsMaster:   ptr(p.Caps.OrphanPtsMaster),
 		ConfigFile:        criuConfigFile(cfg),
 	}
-	opts.NetworkLock = networkLock(o, p.Caps)
-	if p.WorkDirFd >= 0 {
-		opts.WorkDirFd = ptr(p.WorkDirFd)
-	}
-	if o.EmptyNetNS && OwnsNetNS(cfg) {
-		opts.EmptyNs = ptr(uint32(unix.CLONE_NEWNET))
-	}
+	setShared(opts, cfg, o, p.Caps, p.WorkDirFd)
 	for _, ns := range ExternalNamespaces(cfg) {
 		if err := p.checkExtNS(ns.Type); err != nil {
 			return nil, err

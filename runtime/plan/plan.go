@@ -20,6 +20,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
 )
 
 // LogLevel is CRIU's log level for every request: 4 (debug) is what runc
@@ -150,4 +151,16 @@ func networkLock(o image.Options, caps Caps) *rpc.CriuNetworkLockMethod {
 		return rpc.CriuNetworkLockMethod_SKIP.Enum()
 	}
 	return nil
+}
+
+// setShared sets the options a dump and a restore of the same container
+// take alike: the network lock, the work dir, an empty network namespace.
+func setShared(opts *rpc.CriuOpts, cfg *configs.Config, o image.Options, caps Caps, workDirFd int32) {
+	opts.NetworkLock = networkLock(o, caps)
+	if workDirFd >= 0 {
+		opts.WorkDirFd = ptr(workDirFd)
+	}
+	if o.EmptyNetNS && OwnsNetNS(cfg) {
+		opts.EmptyNs = ptr(uint32(unix.CLONE_NEWNET))
+	}
 }

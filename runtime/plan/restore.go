@@ -7,7 +7,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"golang.org/x/sys/unix"
 )
 
 // Bind is a bind mount CRIU must recreate from the host: Dest in the
@@ -82,13 +81,7 @@ func (p *Restore) Opts() (*rpc.CriuOpts, error) {
 		OrphanPtsMaster: ptr(p.Caps.OrphanPtsMaster),
 		ConfigFile:      criuConfigFile(cfg),
 	}
-	opts.NetworkLock = networkLock(o, p.Caps)
-	if p.WorkDirFd >= 0 {
-		opts.WorkDirFd = ptr(p.WorkDirFd)
-	}
-	if o.EmptyNetNS && OwnsNetNS(cfg) {
-		opts.EmptyNs = ptr(uint32(unix.CLONE_NEWNET))
-	}
+	setShared(opts, cfg, o, p.Caps, p.WorkDirFd)
 	if err := p.namespaces(opts); err != nil {
 		return nil, err
 	}

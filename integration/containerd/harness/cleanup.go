@@ -106,8 +106,8 @@ func isDir(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// unmountUnder detaches every mount below dir, deepest first.
-func unmountUnder(dir string) error {
+// UnmountUnder detaches every mount below dir, deepest first.
+func UnmountUnder(dir string) error {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return err

@@ -217,7 +217,7 @@ func (d *Daemon) Stop() error {
 		os.RemoveAll(runcShimRoot)
 		removeCgroups(d.Namespace)
 	}
-	errs = append(errs, unmountUnder(d.Dir))
+	errs = append(errs, UnmountUnder(d.Dir))
 	if d.cri {
 		syscall.Rmdir(d.RuncRoot)
 	} else {
