@@ -65,7 +65,9 @@ func Check(ctx context.Context, criuPath string) *Report {
 			it.Reason = fmt.Sprintf("CRIU %s is too old: ckpt needs >= %s (older CRIU cannot dump on this kernel's vDSO)", caps.Version, MinCRIU)
 		}
 		add(it)
+		add(socketCheck(kernel, caps.Version))
 		add(kernelCheck(ctx, caps.Path))
+		add(kdatCacheCheck("/run"))
 		add(Item{Name: "pre-dump (soft-dirty memory tracking)", OK: caps.Features.MemTrack, Optional: true,
 			Value: yesNo(caps.Features.MemTrack), Reason: "the kernel has no soft-dirty tracking: iterative pre-dump is unavailable"})
 		add(Item{Name: "lazy pages (userfaultfd)", OK: caps.Features.LazyPages, Optional: true,
@@ -164,4 +166,36 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// socketCheck: CRIU before 4.2 asks every socket for SO_PASSCRED, which
+// kernels >= 6.16 refuse for TCP and UDP ("Can't get 1:16 opt"), so it can
+// dump no container that has one (CRIU issue 2718).
+func socketCheck(kernel string, v criu.Version) Item {
+	it := Item{Name: "sockets (TCP, UDP)", OK: true, Value: "CRIU can dump them on this kernel"}
+	if kernelAtLeast(kernel, 6, 16) && !v.AtLeast(4, 2, 0) {
+		it.OK = false
+		it.Value = ""
+		it.Reason = fmt.Sprintf("CRIU %s cannot dump TCP or UDP sockets on kernel %s (fixed in CRIU 4.2); scripts/setup.sh builds 4.2.1", v, kernel)
+	}
+	return it
+}
+
+// kernelAtLeast compares a release string ("6.18.44-foo") with major.minor.
+func kernelAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || (ma == major && mi >= minor)
+}
+
+// kdatCacheCheck: CRIU keeps what it learnt about the kernel in
+// /run/criu.kdat, and only on a tmpfs (the file must not outlive a boot).
+// Elsewhere every CRIU run detects it again.
+func kdatCacheCheck(run string) Item {
+	var st unix.Statfs_t
+	ok := unix.Statfs(run, &st) == nil && st.Type == unix.TMPFS_MAGIC
+	return Item{Name: "CRIU kernel-feature cache", OK: ok, Optional: true, Value: yesNo(ok),
+		Reason: run + " is not a tmpfs: every CRIU run detects the kernel's features again (15-25 ms per checkpoint and restore)"}
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ckpt-dev/ckpt/runtime/criu"
 )
 
 func fakeRunc(t *testing.T, output string, exit int) string {
@@ -51,5 +53,33 @@ func TestCgroupModeIsKnown(t *testing.T) {
 	case "v1", "v2", "hybrid (v1 + v2)":
 	default:
 		t.Errorf("CgroupMode() = %q", m)
+	}
+}
+
+func TestSocketCheck(t *testing.T) {
+	for _, tc := range []struct {
+		kernel string
+		v      criu.Version
+		ok     bool
+	}{
+		{"6.18.44-fc", criu.Version{Major: 4, Minor: 2, Sublevel: 1}, true},
+		{"6.18.44-fc", criu.Version{Major: 4, Minor: 1, Sublevel: 1}, false},
+		{"6.16.0", criu.Version{Major: 4, Minor: 1}, false},
+		{"6.15.9", criu.Version{Major: 4, Minor: 1}, true},
+		{"7.0.1", criu.Version{Major: 4, Minor: 1}, false},
+		{"garbage", criu.Version{Major: 4, Minor: 1}, true},
+	} {
+		if got := socketCheck(tc.kernel, tc.v); got.OK != tc.ok {
+			t.Errorf("kernel %s, CRIU %s: ok=%v (%s), want %v", tc.kernel, tc.v, got.OK, got.Reason, tc.ok)
+		}
+	}
+}
+
+func TestKdatCacheCheck(t *testing.T) {
+	if got := kdatCacheCheck("/dev/shm"); !got.OK {
+		t.Errorf("/dev/shm is a tmpfs, the check says %+v", got)
+	}
+	if got := kdatCacheCheck("/proc"); got.OK || !got.Optional {
+		t.Errorf("/proc is no tmpfs, the check says %+v", got)
 	}
 }
