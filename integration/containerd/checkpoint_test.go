@@ -311,21 +311,7 @@ func TestCheckpointPaused(t *testing.T) {
 func TestCheckpointRestorePTY(t *testing.T) {
 	d := daemon(t)
 	ctx := testContext(t, d)
-	c := newContainer(t, d, ctx, []string{"sh"}, oci.WithTTY)
-	stdin, typed := io.Pipe()
-	defer typed.Close()
-	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, stdin, out, nil, true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	_, task, statusC, typed, out := startTTYShell(t, d, ctx)
 	if err := task.Resize(ctx, 61, 21); err != nil {
 		t.Fatal(err)
 	}

@@ -178,3 +178,25 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// startTTYShell runs a shell on a terminal and starts it; typed is its
+// keyboard (closed at the end of the test), out what the terminal shows.
+func startTTYShell(t *testing.T, d *harness.Daemon, ctx context.Context) (client.Container, client.Task, <-chan client.ExitStatus, *io.PipeWriter, *syncBuffer) {
+	t.Helper()
+	c := newContainer(t, d, ctx, []string{"sh"}, oci.WithTTY)
+	stdin, typed := io.Pipe()
+	t.Cleanup(func() { typed.Close() })
+	out := &syncBuffer{}
+	task, err := c.NewTask(ctx, streams(d, stdin, out, nil, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusC, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c, task, statusC, typed, out
+}

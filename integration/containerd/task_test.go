@@ -20,7 +20,6 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -180,21 +179,7 @@ func TestTaskExitStatusAndOutput(t *testing.T) {
 func TestTaskTTY(t *testing.T) {
 	d := daemon(t)
 	ctx := testContext(t, d)
-	c := newContainer(t, d, ctx, []string{"sh"}, oci.WithTTY)
-	stdin, typed := io.Pipe()
-	defer typed.Close()
-	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, stdin, out, nil, true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, task, statusC, typed, out := startTTYShell(t, d, ctx)
 	if err := task.Resize(ctx, 91, 37); err != nil {
 		t.Fatal(err)
 	}
