@@ -136,7 +136,7 @@ func (t *ctrdTarget) Run(ctx context.Context, w Workload, dir string) (s Sample,
 		return s, fmt.Errorf("restored task: %w", err)
 	}
 	var hwm int64
-	s.ShimRSS, hwm = memOf(shimPid(t.d.Address, id))
+	s.ShimRSS, hwm, s.ShimAnonRSS = memOfAnon(shimPid(t.d.Address, id))
 	s.ShimPeakRSS = max(s.ShimPeakRSS, hwm)
 	_, s.Restored = readStats(restoreWork)
 	if err := task.Kill(ctx, syscall.SIGKILL); err != nil {

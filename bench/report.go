@@ -82,6 +82,7 @@ var figures = []figure{
 	{"image MiB", mib(func(s Sample) int64 { return s.ImageBytes })},
 	{"shim RSS MiB", mib(func(s Sample) int64 { return s.ShimRSS })},
 	{"shim peak RSS MiB", mib(func(s Sample) int64 { return s.ShimPeakRSS })},
+	{"shim anon RSS MiB", mib(func(s Sample) int64 { return s.ShimAnonRSS })},
 }
 
 // ratios are the comparisons reported, numerator first: ckpt against the

@@ -30,6 +30,8 @@ type Sample struct {
 	// shim that checkpointed and the one that restored.
 	ShimRSS     int64 `json:"shim_rss_bytes,omitempty"`
 	ShimPeakRSS int64 `json:"shim_peak_rss_bytes,omitempty"`
+	// ShimAnonRSS is ShimRSS's anonymous part (heap, stacks).
+	ShimAnonRSS int64 `json:"shim_anon_rss_bytes,omitempty"`
 
 	Dump     *DumpStats    `json:"criu_dump,omitempty"`
 	Restored *RestoreStats `json:"criu_restore,omitempty"`

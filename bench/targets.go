@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
@@ -38,6 +39,20 @@ func extraTargets(ctx context.Context, scratch, memhog, keep string, want func(s
 	if err != nil {
 		logrus.WithError(err).Warn("no containerd targets: the private containerd did not start")
 		return targets, stop
+	}
+	// Both shims start from disk: the ckpt shim just built would otherwise
+	// sit in the page cache as it was written, in large folios that a
+	// process maps whole on first touch (its entire binary resident), and
+	// the installed runc shim as it was read back, page by page; their
+	// resident memory would differ for that alone.
+	shims := []string{filepath.Join(d.Dir, "bin", "containerd-shim-ckpt-v2")}
+	if p, err := exec.LookPath("containerd-shim-runc-v2"); err == nil {
+		shims = append(shims, p)
+	}
+	for _, p := range shims {
+		if err := dropPageCache(p); err != nil {
+			logrus.WithError(err).Warn("shim binaries are not on equal footing: resident memory may differ for it")
+		}
 	}
 	clock := newRPCClock()
 	c, err := timedClient(d, clock)

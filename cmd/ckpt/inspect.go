@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -68,6 +69,12 @@ func printInfo(info *image.Info) {
 		}
 		if o.ExternalNetNS || o.ExternalPidNS {
 			fmt.Fprintf(w, "\texternal netns=%t pidns=%t\n", o.ExternalNetNS, o.ExternalPidNS)
+		}
+		for _, t := range m.FreshTmpfs {
+			fmt.Fprintf(w, "empty tmpfs	%s (%s; %s): not archived, mounted new on restore\n", strings.Join(t.Mountpoints, ", "), t.Flags, t.Data)
+		}
+		if len(m.CgroupHierarchies) > 0 {
+			fmt.Fprintf(w, "cgroup yard	%s\n", strings.Join(m.CgroupHierarchies, " "))
 		}
 		term := fmt.Sprint(m.Terminal)
 		if m.WindowSize != nil {

@@ -56,7 +56,8 @@ func TestCLI(t *testing.T) {
 	if info.Metadata.Stats == nil || info.Metadata.Stats.PagesWritten == 0 {
 		t.Errorf("no dump statistics: %+v", info.Metadata)
 	}
-	if out, err := command(t, bin, "inspect", images).CombinedOutput(); err != nil || !strings.Contains(string(out), "complete") {
+	if out, err := command(t, bin, "inspect", images).CombinedOutput(); err != nil || !strings.Contains(string(out), "complete") ||
+		!strings.Contains(string(out), "empty tmpfs") || !strings.Contains(string(out), "/dev/shm") {
 		t.Errorf("inspect (text): %v: %s", err, out)
 	}
 

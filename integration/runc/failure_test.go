@@ -87,6 +87,20 @@ func TestRestoreFailures(t *testing.T) {
 			want: []string{"criu RESTORE failed", "criu says"},
 		},
 		{
+			name: "an empty tmpfs with a mount flag ckpt does not know",
+			prepare: func(t *testing.T, dir string) {
+				editFreshTmpfs(t, dir, func(ft *image.FreshTmpfs) { ft.Flags += ",bogus" })
+			},
+			want: []string{"unknown mount flag", "bogus"},
+		},
+		{
+			name: "an empty tmpfs the kernel refuses to mount",
+			prepare: func(t *testing.T, dir string) {
+				editFreshTmpfs(t, dir, func(ft *image.FreshTmpfs) { ft.Data = "size=lots" })
+			},
+			want: []string{"mount a new tmpfs", "size=lots"},
+		},
+		{
 			name: "terminal image without a console",
 			prepare: func(t *testing.T, dir string) {
 				md, err := image.ReadMetadataPath(dir)
@@ -242,4 +256,20 @@ func copyDir(t *testing.T, src string) string {
 		}
 	}
 	return dst
+}
+
+// editFreshTmpfs edits the first empty tmpfs ckpt.json records.
+func editFreshTmpfs(t *testing.T, dir string, edit func(*image.FreshTmpfs)) {
+	t.Helper()
+	md, err := image.ReadMetadataPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(md.FreshTmpfs) == 0 {
+		t.Fatal("the checkpoint left no empty tmpfs out")
+	}
+	edit(&md.FreshTmpfs[0])
+	if err := image.WriteMetadata(dir, md); err != nil {
+		t.Fatal(err)
+	}
 }

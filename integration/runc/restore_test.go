@@ -11,6 +11,8 @@ import (
 
 	"github.com/ckpt-dev/ckpt/integration/internal/testutil"
 	"github.com/ckpt-dev/ckpt/runtime/container"
+	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/opencontainers/cgroups"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -157,13 +159,100 @@ func TestRestoreIntoOtherCgroup(t *testing.T) {
 	before := c.last()
 	pid := c.restore(images, c.id)
 	c.waitCount(before + 3)
-	cg := readFile("/proc/" + itoa(pid) + "/cgroup")
-	if !strings.Contains(cg, ":pids:"+cgPath+"\n") {
-		t.Fatalf("restored init's cgroups:\n%s\nwant %s", cg, cgPath)
+	// CRIU moved the init there; criu itself never joined the cgroup.
+	assertInCgroup(t, pid, cgPath)
+	paths := c.cgroupPaths(c.id)
+	c.destroy(c.id)
+	c.assertGone(c.id, paths)
+}
+
+// TestRestoreCgroupsModeIgnore: with manage-cgroups-mode ignore CRIU moves
+// no task, so criu joins the container's cgroup and the tree is born there.
+func TestRestoreCgroupsModeIgnore(t *testing.T) {
+	c := newCtr(t, nil)
+	c.start()
+	images := c.checkpoint(container.CheckpointOptions{CgroupsMode: "ignore"})
+	cgPath := "/ckpt-it-ignore-" + c.id
+	c.editSpec(func(s *specs.Spec) { s.Linux.CgroupsPath = cgPath })
+	before := c.last()
+	pid := c.restore(images, c.id)
+	c.waitCount(before + 3)
+	assertInCgroup(t, pid, cgPath)
+	paths := c.cgroupPaths(c.id)
+	c.destroy(c.id)
+	c.assertGone(c.id, paths)
+}
+
+// TestCgroupYard: the host's /sys/fs/cgroup serves as CRIU's cgroup yard
+// (no cgroup mount of CRIU's own) where it holds every hierarchy, and only
+// for an image whose hierarchies are all there: one that names another is
+// restored with CRIU's own yard, and nothing is left in /sys/fs/cgroup.
+func TestCgroupYard(t *testing.T) {
+	c := newCtr(t, nil)
+	c.start()
+	images := c.checkpoint(container.CheckpointOptions{})
+	md, err := image.ReadMetadataPath(images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cgroups.IsCgroup2UnifiedMode() {
+		if len(md.CgroupHierarchies) != 0 {
+			t.Fatalf("a unified-only host used a yard: %q", md.CgroupHierarchies)
+		}
+		t.Skip("unified-only host: CRIU keeps its own cgroup yard")
+	}
+	if len(md.CgroupHierarchies) == 0 {
+		t.Fatal("no cgroup hierarchies recorded: the host's /sys/fs/cgroup was not used as CRIU's yard")
+	}
+	yardLine := "Opening /sys/fs/cgroup as cg yard"
+
+	opts := c.restoreOpts(images, c.id)
+	before := c.last()
+	if _, err := container.Restore(ctx(t), opts); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	c.waitCount(before + 3)
+	if log := readFile(filepath.Join(opts.WorkPath, "restore.log")); !strings.Contains(log, yardLine) {
+		t.Fatalf("restore did not use /sys/fs/cgroup as the cgroup yard; restore.log:\n%s", tail(log))
+	}
+
+	images = c.checkpoint(container.CheckpointOptions{})
+	md, err = image.ReadMetadataPath(images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md.CgroupHierarchies = append(md.CgroupHierarchies, "ckpt-it-no-such-hierarchy")
+	if err := image.WriteMetadata(images, md); err != nil {
+		t.Fatal(err)
+	}
+	opts = c.restoreOpts(images, c.id)
+	before = c.last()
+	if _, err := container.Restore(ctx(t), opts); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	c.waitCount(before + 3)
+	if log := readFile(filepath.Join(opts.WorkPath, "restore.log")); strings.Contains(log, yardLine) {
+		t.Fatal("an image naming a hierarchy the yard lacks was restored with the host's yard")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/ckpt-it-no-such-hierarchy"); err == nil {
+		t.Fatal("a directory was left in /sys/fs/cgroup")
 	}
 	paths := c.cgroupPaths(c.id)
 	c.destroy(c.id)
 	c.assertGone(c.id, paths)
+}
+
+// assertInCgroup checks that pid is in cgPath in every hierarchy runc
+// manages: each v1 controller, or v2 on a unified-only host.
+func assertInCgroup(t *testing.T, pid int, cgPath string) {
+	t.Helper()
+	cg := readFile("/proc/" + itoa(pid) + "/cgroup")
+	for _, l := range strings.Split(strings.TrimSpace(cg), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) == 3 && (parts[1] != "" || cgroups.IsCgroup2UnifiedMode()) && parts[2] != cgPath {
+			t.Fatalf("restored init's cgroups:\n%s\nwant %s in every hierarchy", cg, cgPath)
+		}
+	}
 }
 
 // TestLeaveRunning checkpoints without stopping the container and restores

@@ -6,11 +6,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/cgroups"
 	// Registers the device rules setter runc registers too; without it the
 	// manager cannot apply the spec's device cgroup rules.
@@ -39,22 +42,98 @@ func newCgroup(cfg *configs.Config) (cgroups.Manager, error) {
 	return cg, nil
 }
 
-// enterCgroup puts criu into the container's cgroup with its resources
-// set, and returns the cg_root entries that re-root the image's cgroups
-// there. CRIU's restored tasks are born in criu's cgroup.
-func enterCgroup(cg cgroups.Manager, cfg *configs.Config, criuPid int) ([]*rpc.CgroupRoot, error) {
-	if err := cg.Apply(criuPid); err != nil {
-		return nil, fmt.Errorf("create the container's cgroup: %w", err)
+// CRIU moves every restored task into the image's cgroups, re-rooted at
+// cg_root, in every cgroups mode but ignore. There the cgroup only has to
+// exist with its resources set: criu itself stays out. Moving a task
+// between cgroups waits out an RCU grace period (5-15 ms here) when none
+// passed lately, and CRIU's own move would pay it again. In ignore mode
+// CRIU moves nothing and the restored tasks stay where criu is, so criu
+// is put in the cgroup first (joinCgroup).
+
+// createCgroup creates the container's cgroup with its resources set, and
+// returns the cg_root entries that re-root the image's cgroups there.
+func createCgroup(cg cgroups.Manager, cfg *configs.Config) ([]*rpc.CgroupRoot, error) {
+	if err := applyCgroup(cg, cfg, -1); err != nil {
+		return nil, err
 	}
-	if cfg.Cgroups.Resources != nil {
-		if err := cg.Set(cfg.Cgroups.Resources); err != nil {
-			return nil, fmt.Errorf("set the container's cgroup resources: %w", err)
+	// criu starts in this process's cgroups: where the container has none
+	// of its own (a hybrid host's v2 under the cgroupfs driver), its
+	// tasks stay in ours, as if criu had joined.
+	paths, err := cgroups.ParseCgroupFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil {
+		return nil, err
+	}
+	for ctrl, abs := range cg.GetPaths() {
+		if _, ok := paths[ctrl]; !ok {
+			continue
 		}
+		rel, err := cgroupPathOf(abs, ctrl, mounts)
+		if err != nil {
+			return nil, err
+		}
+		paths[ctrl] = rel
+	}
+	return cgRoots(paths), nil
+}
+
+// joinCgroup puts criu into the container's cgroup with its resources set
+// and returns the cg_root entries, as criu's own cgroups.
+func joinCgroup(cg cgroups.Manager, cfg *configs.Config, criuPid int) ([]*rpc.CgroupRoot, error) {
+	if err := applyCgroup(cg, cfg, criuPid); err != nil {
+		return nil, err
 	}
 	paths, err := cgroups.ParseCgroupFile(fmt.Sprintf("/proc/%d/cgroup", criuPid))
 	if err != nil {
 		return nil, err
 	}
+	return cgRoots(paths), nil
+}
+
+func applyCgroup(cg cgroups.Manager, cfg *configs.Config, pid int) error {
+	if err := cg.Apply(pid); err != nil {
+		return fmt.Errorf("create the container's cgroup: %w", err)
+	}
+	if cfg.Cgroups.Resources != nil {
+		if err := cg.Set(cfg.Cgroups.Resources); err != nil {
+			return fmt.Errorf("set the container's cgroup resources: %w", err)
+		}
+	}
+	return nil
+}
+
+// cgroupPathOf turns a cgroup directory into its path in the hierarchy of
+// controller ctrl ("" for v2), as /proc/<pid>/cgroup shows it.
+func cgroupPathOf(dir, ctrl string, mounts []*mountinfo.Info) (string, error) {
+	var best *mountinfo.Info
+	for _, m := range mounts {
+		if dir != m.Mountpoint && !strings.HasPrefix(dir, m.Mountpoint+"/") {
+			continue
+		}
+		if !holdsController(m, ctrl) || (best != nil && len(best.Mountpoint) >= len(m.Mountpoint)) {
+			continue
+		}
+		best = m
+	}
+	if best == nil {
+		return "", fmt.Errorf("cgroup %s: no %q hierarchy mounted above it", dir, ctrl)
+	}
+	return path.Join("/", best.Root, strings.TrimPrefix(dir, best.Mountpoint)), nil
+}
+
+// holdsController reports whether a cgroup mount is ctrl's hierarchy.
+func holdsController(m *mountinfo.Info, ctrl string) bool {
+	if ctrl == "" {
+		return m.FSType == "cgroup2"
+	}
+	return m.FSType == "cgroup" && slices.Contains(strings.Split(m.VFSOptions, ","), ctrl)
+}
+
+// cgRoots are cg_root entries for controller -> path, sorted.
+func cgRoots(paths map[string]string) []*rpc.CgroupRoot {
 	ctrls := make([]string, 0, len(paths))
 	for c := range paths {
 		ctrls = append(ctrls, c)
@@ -64,7 +143,7 @@ func enterCgroup(cg cgroups.Manager, cfg *configs.Config, criuPid int) ([]*rpc.C
 	for _, c := range ctrls {
 		roots = append(roots, &rpc.CgroupRoot{Ctrl: ptr(c), Path: ptr(paths[c])})
 	}
-	return roots, nil
+	return roots
 }
 
 // cgroupBinds are the new sources of a v1 cgroup mount's bind mounts: the

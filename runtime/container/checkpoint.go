@@ -174,11 +174,12 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 		return nil, err
 	}
 
-	s, err := criu.Start(ctx, criu.Config{Path: opts.CriuPath, LogFile: filepath.Join(logDir, logName), Monitor: opts.Monitor})
+	criuCfg := criu.Config{Path: opts.CriuPath, LogFile: filepath.Join(logDir, logName), Monitor: opts.Monitor}
+	s, err := criu.Start(ctx, criuCfg)
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
+	defer func() { s.Close() }()
 	caps, err := s.Capabilities(ctx)
 	if err != nil {
 		return nil, err
@@ -196,23 +197,18 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if opts.PreDump {
 		err = preDump(ctx, s, caps, copts)
 	} else {
-		// Freeze at pre-dump, after its hooks and scripts, as CRIU would.
-		thaw := func() {}
-		stage := func(ctx context.Context, stage criu.Stage, pid int) error {
-			if onStage != nil {
-				if err := onStage(ctx, stage, pid); err != nil {
-					return err
+		fd := &frozenDump{st: st, md: md, imgDir: imgDir, statsDir: statsDir, onStage: onStage, start: start}
+		err = fd.run(ctx, s, copts)
+		if errors.Is(err, errTmpfsChanged) {
+			log.G(ctx).WithError(err).Info("dumping again, with every tmpfs archived")
+			s.Close()
+			md.FreshTmpfs, p.FreshTmpfs = nil, nil
+			if s, err = criu.Start(ctx, criuCfg); err == nil {
+				if copts, err = p.Opts(); err == nil {
+					err = fd.run(ctx, s, copts)
 				}
 			}
-			if stage == criu.PreDump {
-				var ferr error
-				thaw, ferr = freezeFirst(ctx, st)
-				return ferr
-			}
-			return nil
 		}
-		err = dump(ctx, s, copts, md, imgDir, statsDir, pid, stage, start)
-		thaw()
 	}
 	if err != nil {
 		state := "it is still running"
@@ -227,14 +223,8 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	}
 	complete = true
 	if !opts.LeaveRunning {
-		// CRIU killed the container's processes; runc's state is stale.
-		// A plain delete suffices for a stopped container; --force would
-		// cost runc's 100 ms wait for processes to die even then.
-		r := &runc.Runc{Command: opts.Runc, Root: opts.Root}
-		if err := r.Delete(ctx, opts.ID, nil); err != nil {
-			if err := r.Delete(ctx, opts.ID, &runc.DeleteOpts{Force: true}); err != nil {
-				return md, fmt.Errorf("checkpoint of %q is complete, but deleting runc's state failed: %w", opts.ID, err)
-			}
+		if err := deleteAfterDump(ctx, opts); err != nil {
+			return md, fmt.Errorf("checkpoint of %q is complete, but deleting runc's state failed: %w", opts.ID, err)
 		}
 	}
 	log.G(ctx).WithField("images", imgPath).WithField("ms", md.Timings.TotalMs).Info("checkpoint done")
@@ -274,6 +264,14 @@ func checkpointPlan(st *libcontainer.State, md *image.Metadata, opts CheckpointO
 			return nil, err
 		}
 		p.CgroupV1Hierarchies = h
+	}
+	p.CgroupYard, md.CgroupHierarchies = cgroupYard()
+	if !opts.PreDump {
+		ft, err := freshTmpfs(pid, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("inspect the container's tmpfs mounts: %w", err)
+		}
+		md.FreshTmpfs, p.FreshTmpfs = ft, ft
 	}
 	for _, s := range md.Stdio {
 		if s.External != "" {

@@ -9,7 +9,9 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
+	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
+	"github.com/opencontainers/runc/libcontainer"
 )
 
 // dump runs the DUMP request; CRIU leaves its statistics in statsDir.
@@ -67,6 +69,39 @@ func dump(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts, md *image.M
 	return pending.Commit(md)
 }
 
+// frozenDump is a dump with ckpt's freeze: at pre-dump, after the hooks and
+// action scripts, as CRIU would freeze. The empty tmpfs mounts the request
+// leaves out are looked at again once the container is frozen.
+type frozenDump struct {
+	st               *libcontainer.State
+	md               *image.Metadata
+	imgDir, statsDir *os.File
+	onStage          func(context.Context, criu.Stage, int) error
+	start            time.Time
+}
+
+func (d *frozenDump) run(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts) error {
+	thaw := func() {}
+	defer func() { thaw() }()
+	pid := d.st.InitProcessPid
+	stage := func(ctx context.Context, stage criu.Stage, pid int) error {
+		if d.onStage != nil {
+			if err := d.onStage(ctx, stage, pid); err != nil {
+				return err
+			}
+		}
+		if stage != criu.PreDump {
+			return nil
+		}
+		var err error
+		if thaw, err = freezeFirst(ctx, d.st); err != nil {
+			return err
+		}
+		return checkStillEmpty(pid, d.md.FreshTmpfs)
+	}
+	return dump(ctx, s, copts, d.md, d.imgDir, d.statsDir, pid, stage, d.start)
+}
+
 // preDump copies the memory once. SINGLE_PRE_DUMP (CRIU >= 3.17) ends
 // cleanly; the older PRE_DUMP leaves criu waiting for the next request, and
 // closing the session ends it.
@@ -75,4 +110,30 @@ func preDump(ctx context.Context, s *criu.Session, caps *criu.Capabilities, copt
 		return s.SinglePreDump(ctx, copts)
 	}
 	return s.PreDump(ctx, copts)
+}
+
+// deleteAfterDump removes runc's state of a container whose processes CRIU
+// killed, as `runc delete` would (cgroup, state dir, poststop hooks), with
+// runc's own library, the version whose state ckpt writes: an exec of runc
+// costs more than the deletion itself. A state the library cannot load or
+// delete is left to runc: a plain delete, then --force (which waits 100 ms
+// for processes to die, even in a stopped container).
+func deleteAfterDump(ctx context.Context, opts CheckpointOptions) error {
+	c, err := libcontainer.Load(opts.Root, opts.ID)
+	if err == nil {
+		var st libcontainer.Status
+		if st, err = c.Status(); err == nil && st == libcontainer.Stopped {
+			if err = c.Destroy(); err == nil {
+				return nil
+			}
+		} else if err == nil {
+			err = fmt.Errorf("container is %s", st)
+		}
+	}
+	log.G(ctx).WithError(err).Debug("runc's library did not delete the container; running runc delete")
+	r := &runc.Runc{Command: opts.Runc, Root: opts.Root}
+	if err := r.Delete(ctx, opts.ID, nil); err != nil {
+		return r.Delete(ctx, opts.ID, &runc.DeleteOpts{Force: true})
+	}
+	return nil
 }

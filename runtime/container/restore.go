@@ -77,10 +77,14 @@ type Restoring struct {
 	md       *image.Metadata
 	cg       cgroups.Manager
 	criuRoot string
-	files    []*os.File
-	planned  *plan.Restore
-	cancel   context.CancelFunc
-	hooks    *hooks.Lifecycle
+	// tmpfsDirs hold the new tmpfs mounts of the image's empty ones.
+	tmpfsDirs []string
+	files     []*os.File
+	planned   *plan.Restore
+	cancel    context.CancelFunc
+	hooks     *hooks.Lifecycle
+	// runcChecked delivers the result of the runc version check.
+	runcChecked chan error
 
 	mu      sync.Mutex
 	pid     int
@@ -121,9 +125,6 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := runcstate.CheckVersion(ctx, opts.Runc); err != nil {
-		return nil, err
-	}
 	if opts.HoldTimeout <= 0 {
 		opts.HoldTimeout = DefaultHoldTimeout
 	}
@@ -131,7 +132,12 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	r := &Restoring{
 		opts: opts, stateDir: stateDir, held: make(chan struct{}),
 		release: make(chan error, 1), done: make(chan struct{}),
+		runcChecked: make(chan error, 1),
 	}
+	// `runc --version` is an exec (~5 ms): it runs while the restore is
+	// prepared and CRIU starts, and CRIU is asked to restore only once it
+	// passed.
+	go func() { r.runcChecked <- runcstate.CheckVersion(ctx, opts.Runc) }()
 	cc, err := r.prepare(ctx)
 	if err != nil {
 		r.cleanup(ctx, true)
@@ -276,10 +282,16 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		}
 	}
 
+	freshTmpfs, err := r.mountFreshTmpfs()
+	if err != nil {
+		return cc, err
+	}
+
 	p := &plan.Restore{
 		Config: cfg, Root: r.criuRoot, ImagesDirFd: int32(imgDir.Fd()), WorkDirFd: -1,
 		Options: md.Options, Descriptors: desc, Stdio: md.Stdio, CgroupV2: cgroupV2(),
 		NsFds: map[configs.NamespaceType]int32{}, ResolveDest: resolveIn(cfg.Rootfs),
+		CgroupYard: restoreCgroupYard(md.CgroupHierarchies), FreshTmpfs: freshTmpfs,
 	}
 	p.Options.EmptyNetNS = p.Options.EmptyNetNS || opts.EmptyNetNS
 	logDir := imgPath
@@ -323,6 +335,21 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 	}
 	r.planned = p
 	return cc, nil
+}
+
+// mountFreshTmpfs mounts a new empty tmpfs for each one the checkpoint
+// left out, in the state dir, for CRIU to bind in place.
+func (r *Restoring) mountFreshTmpfs() ([]plan.Bind, error) {
+	var binds []plan.Bind
+	for i, t := range r.md.FreshTmpfs {
+		dir := filepath.Join(r.stateDir, fmt.Sprintf("tmpfs-%d", i))
+		if err := mountFreshTmpfs(dir, t); err != nil {
+			return nil, err
+		}
+		r.tmpfsDirs = append(r.tmpfsDirs, dir)
+		binds = append(binds, plan.Bind{Dest: t.Key, Source: dir})
+	}
+	return binds, nil
 }
 
 // stdio returns criu's fds 0-2: the caller's files or /dev/null. They are

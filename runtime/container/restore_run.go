@@ -34,13 +34,19 @@ func (r *Restoring) run(ctx context.Context, cc criu.Config) {
 }
 
 func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
-	var cgRoots []*rpc.CgroupRoot
+	// The cgroup is made while criu starts up: criu waits for the request,
+	// which needs the cgroup's paths.
+	var roots []*rpc.CgroupRoot
 	cc.OnStart = func(pid int) error {
 		r.mu.Lock()
 		r.criuPid = pid
 		r.mu.Unlock()
-		roots, err := enterCgroup(r.cg, r.cfg, pid)
-		cgRoots = roots
+		var err error
+		if r.md.Options.CgroupsMode == "ignore" {
+			roots, err = joinCgroup(r.cg, r.cfg, pid)
+		} else {
+			roots, err = createCgroup(r.cg, r.cfg)
+		}
 		return err
 	}
 	s, err := criu.Start(ctx, cc)
@@ -48,6 +54,9 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 		return err
 	}
 	defer s.Close()
+	if err := <-r.runcChecked; err != nil {
+		return err
+	}
 	caps, err := s.Capabilities(ctx)
 	if err != nil {
 		return err
@@ -57,7 +66,7 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 	if err != nil {
 		return err
 	}
-	copts.CgRoot = cgRoots
+	copts.CgRoot = roots
 	pid, err := s.Restore(ctx, copts, r.handler())
 	if err != nil {
 		return err
@@ -233,6 +242,13 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 		}
 		r.criuRoot = ""
 	}
+	// The container's mount namespace has its own binds of these.
+	for _, d := range r.tmpfsDirs {
+		if err := unmountCriuRoot(d); err != nil {
+			logger.WithError(err).Warn("cleanup: tmpfs")
+		}
+	}
+	r.tmpfsDirs = nil
 	for _, f := range r.files {
 		f.Close()
 	}

@@ -130,13 +130,15 @@ func sampleMetadata() *Metadata {
 	return &Metadata{
 		FormatVersion: FormatVersion, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		ContainerID: "c1", CRIUVersion: "4.1.1", CRIUVersionInt: 40101, RuncVersion: "1.5.2",
-		Options:    Options{TCPEstablished: true, FileLocks: true, EmptyNetNS: true, CgroupsMode: "soft", ExternalNetNS: true},
-		Terminal:   true,
-		WindowSize: &WindowSize{Rows: 40, Cols: 120},
-		SpecDigest: "sha256:abc",
-		Stdio:      []Stdio{{Fd: 0, Link: "/dev/pts/0"}, {Fd: 1, Link: "/log", External: "file[1b:2a]"}, {Fd: 2, Link: "pipe:[3]"}},
-		Stats:      &DumpStats{FrozenTimeUs: 1000, PagesWritten: 12},
-		Timings:    Timings{DumpMs: 30, TotalMs: 50},
+		Options:           Options{TCPEstablished: true, FileLocks: true, EmptyNetNS: true, CgroupsMode: "soft", ExternalNetNS: true},
+		Terminal:          true,
+		WindowSize:        &WindowSize{Rows: 40, Cols: 120},
+		SpecDigest:        "sha256:abc",
+		Stdio:             []Stdio{{Fd: 0, Link: "/dev/pts/0"}, {Fd: 1, Link: "/log", External: "file[1b:2a]"}, {Fd: 2, Link: "pipe:[3]"}},
+		FreshTmpfs:        []FreshTmpfs{{Key: "ckpt-tmpfs:/proc/acpi", Mountpoints: []string{"/proc/acpi", "/sys/firmware"}, Flags: "ro,relatime", Data: "size=4k"}},
+		CgroupHierarchies: []string{"cpu,cpuacct", "systemd", "unified"},
+		Stats:             &DumpStats{FrozenTimeUs: 1000, PagesWritten: 12},
+		Timings:           Timings{DumpMs: 30, TotalMs: 50},
 	}
 }
 
@@ -156,6 +158,16 @@ func TestMetadataRoundTrip(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Errorf("temp files left: %v", entries)
+	}
+
+	// A superblock's device number means nothing after the checkpoint.
+	m.FreshTmpfs[0].Major, m.FreshTmpfs[0].Minor = 0, 54
+	data, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "54") {
+		t.Errorf("device numbers recorded: %s", data)
 	}
 }
 

@@ -42,6 +42,14 @@ type Metadata struct {
 	SpecDigest string `json:"spec_digest,omitempty"`
 	// Stdio describes the init's fds 0-2.
 	Stdio []Stdio `json:"stdio,omitempty"`
+	// CgroupHierarchies are the cgroup hierarchies the tasks were in, by
+	// CRIU's names ("cpu,cpuacct", "systemd", "unified"), when the dump
+	// used the host's /sys/fs/cgroup as CRIU's cgroup yard: restore does
+	// too only if all of them are there.
+	CgroupHierarchies []string `json:"cgroup_hierarchies,omitempty"`
+	// FreshTmpfs are tmpfs mounts that were empty at checkpoint: CRIU did
+	// not archive them, restore mounts new empty ones in their place.
+	FreshTmpfs []FreshTmpfs `json:"fresh_tmpfs,omitempty"`
 	// Stats are CRIU's own dump statistics (stats-dump), when readable.
 	Stats   *DumpStats `json:"stats,omitempty"`
 	Timings Timings    `json:"timings"`
@@ -66,6 +74,21 @@ type Options struct {
 	// and was not dumped; restore needs a namespace there again.
 	ExternalNetNS bool `json:"external_net_ns,omitempty"`
 	ExternalPidNS bool `json:"external_pid_ns,omitempty"`
+}
+
+// FreshTmpfs is one empty tmpfs superblock and the mounts of it, dumped as
+// CRIU external mounts under Key.
+type FreshTmpfs struct {
+	Key string `json:"key"`
+	// Mountpoints are where it is mounted, as the container sees them.
+	Mountpoints []string `json:"mountpoints"`
+	// Flags are the mounts' options ("ro,nosuid,relatime"), Data the
+	// superblock's ("size=65536k,mode=755"), both as in mountinfo.
+	Flags string `json:"flags"`
+	Data  string `json:"data,omitempty"`
+	// Major and Minor are the superblock's device while checkpointing;
+	// they mean nothing afterwards and are not recorded.
+	Major, Minor int `json:"-"`
 }
 
 // WindowSize of the container's terminal.

@@ -29,10 +29,15 @@ type Checkpoint struct {
 	// mountpoints ("cpu,cpuacct", "systemd"): a v1 cgroup mount at D is
 	// the bind mounts D/<basename>.
 	CgroupV1Hierarchies []string
+	// CgroupYard is a directory holding every cgroup hierarchy, mounted,
+	// under CRIU's names ("" lets CRIU mount its own).
+	CgroupYard string
 	// MaskedFiles are the masked paths that are files in the container
 	// (runc bind-mounts /dev/null on them; masked dirs are tmpfs, which
 	// CRIU dumps).
 	MaskedFiles []string
+	// FreshTmpfs are the empty tmpfs mounts dumped as external mounts.
+	FreshTmpfs []image.FreshTmpfs
 	// NsInodes are the inodes of the namespaces ExternalNamespaces lists.
 	NsInodes map[configs.NamespaceType]uint64
 	// ExternalFiles are CRIU keys ("file[mnt_id:inode]") of the init's
@@ -102,6 +107,9 @@ func (p *Checkpoint) Opts() (*rpc.CriuOpts, error) {
 		}
 		opts.External = append(opts.External, fmt.Sprintf("%s[%d]:%s", configs.NsName(ns.Type), ino, ExtNSKey(ns.Type)))
 	}
+	if p.CgroupYard != "" {
+		opts.CgroupYard = ptr(p.CgroupYard)
+	}
 	if p.FreezeCgroup != "" && (!p.CgroupV2 || p.Caps.CgroupV2Freezer) {
 		opts.FreezeCgroup = ptr(p.FreezeCgroup)
 	}
@@ -140,6 +148,11 @@ func (p *Checkpoint) Opts() (*rpc.CriuOpts, error) {
 		// Device nodes are bind mounts in user-namespaced containers; the
 		// other entries are ignored by CRIU.
 		addExtMnt(opts, d.Path, d.Path)
+	}
+	for _, t := range p.FreshTmpfs {
+		for _, mp := range t.Mountpoints {
+			addExtMnt(opts, mp, t.Key)
+		}
 	}
 	opts.External = append(opts.External, p.ExternalFiles...)
 	return opts, nil

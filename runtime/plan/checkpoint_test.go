@@ -85,6 +85,38 @@ func TestCheckpointOpts(t *testing.T) {
 			},
 		},
 		{name: "bad cgroups mode", edit: func(p *Checkpoint) { p.Options.CgroupsMode = "hard" }, err: "invalid cgroups mode"},
+		{
+			name: "no cgroup yard: CRIU mounts its own",
+			check: func(t *testing.T, o *rpc.CriuOpts) {
+				if o.CgroupYard != nil {
+					t.Errorf("cgroup yard %q", o.GetCgroupYard())
+				}
+			},
+		},
+		{
+			name: "cgroup yard",
+			edit: func(p *Checkpoint) { p.CgroupYard = "/sys/fs/cgroup" },
+			check: func(t *testing.T, o *rpc.CriuOpts) {
+				if o.GetCgroupYard() != "/sys/fs/cgroup" {
+					t.Errorf("cgroup yard %q", o.GetCgroupYard())
+				}
+			},
+		},
+		{
+			name: "empty tmpfs mounts as external mounts, one key per superblock",
+			edit: func(p *Checkpoint) {
+				p.FreshTmpfs = []image.FreshTmpfs{
+					{Key: "ckpt-tmpfs:/dev/shm", Mountpoints: []string{"/dev/shm"}},
+					{Key: "ckpt-tmpfs:/proc/acpi", Mountpoints: []string{"/proc/acpi", "/sys/firmware"}},
+				}
+			},
+			check: func(t *testing.T, o *rpc.CriuOpts) {
+				m := extMnts(o)
+				if m["/dev/shm"] != "ckpt-tmpfs:/dev/shm" || m["/proc/acpi"] != "ckpt-tmpfs:/proc/acpi" || m["/sys/firmware"] != "ckpt-tmpfs:/proc/acpi" {
+					t.Errorf("tmpfs ext mounts: %v", m)
+				}
+			},
+		},
 		{name: "no pid", edit: func(p *Checkpoint) { p.InitPid = 0 }, err: "no init pid"},
 		{
 			name: "bind mounts, symlinked destination resolved in the rootfs",

@@ -33,6 +33,11 @@ type Restore struct {
 	// Stdio is ckpt.json's stdio: external files are inherited likewise.
 	Stdio    []image.Stdio
 	CgroupV2 bool
+	// CgroupYard: as Checkpoint's.
+	CgroupYard string
+	// FreshTmpfs map the image's empty tmpfs keys (Dest) to the new
+	// tmpfs mounts CRIU binds in their place (Source).
+	FreshTmpfs []Bind
 	// CgroupBinds are the v1 cgroup bind mounts with their new sources.
 	CgroupBinds []Bind
 	// NsFds are criu's fd numbers of the files of ExternalNamespaces.
@@ -82,6 +87,9 @@ func (p *Restore) Opts() (*rpc.CriuOpts, error) {
 		ConfigFile:      criuConfigFile(cfg),
 	}
 	setShared(opts, cfg, o, p.Caps, p.WorkDirFd)
+	if p.CgroupYard != "" {
+		opts.CgroupYard = ptr(p.CgroupYard)
+	}
 	if err := p.namespaces(opts); err != nil {
 		return nil, err
 	}
@@ -104,6 +112,9 @@ func (p *Restore) Opts() (*rpc.CriuOpts, error) {
 	}
 	for _, d := range cfg.Devices {
 		addExtMnt(opts, d.Path, d.Path)
+	}
+	for _, t := range p.FreshTmpfs {
+		addExtMnt(opts, t.Dest, t.Source)
 	}
 	p.stdio(opts)
 	return opts, nil

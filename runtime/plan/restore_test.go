@@ -35,12 +35,32 @@ func TestRestoreOpts(t *testing.T) {
 				if !o.GetRstSibling() || !o.GetEvasiveDevices() || !o.GetNotifyScripts() || !o.GetOrphanPtsMaster() || !o.GetManageCgroups() {
 					t.Errorf("flags: %v", o)
 				}
-				if o.Pid != nil || o.EmptyNs != nil || len(o.InheritFd) != 0 || len(o.JoinNs) != 0 {
+				if o.Pid != nil || o.EmptyNs != nil || len(o.InheritFd) != 0 || len(o.JoinNs) != 0 || o.CgroupYard != nil {
 					t.Errorf("unexpected: %v", o)
 				}
 				m := extMnts(o)
 				if m["/sys/fs/cgroup/cpu"] != "/sys/fs/cgroup/cpu/c1" || len(m) != 1 {
 					t.Errorf("cgroup binds %v", m)
+				}
+			},
+		},
+		{
+			name: "cgroup yard",
+			edit: func(p *Restore) { p.CgroupYard = "/sys/fs/cgroup" },
+			check: func(t *testing.T, o *rpc.CriuOpts) {
+				if o.GetCgroupYard() != "/sys/fs/cgroup" {
+					t.Errorf("cgroup yard %q", o.GetCgroupYard())
+				}
+			},
+		},
+		{
+			name: "new tmpfs mounts for the image's empty ones",
+			edit: func(p *Restore) {
+				p.FreshTmpfs = []Bind{{Dest: "ckpt-tmpfs:/dev/shm", Source: "/run/runc/c1/tmpfs-0"}}
+			},
+			check: func(t *testing.T, o *rpc.CriuOpts) {
+				if m := extMnts(o); m["ckpt-tmpfs:/dev/shm"] != "/run/runc/c1/tmpfs-0" {
+					t.Errorf("tmpfs ext mounts: %v", m)
 				}
 			},
 		},

@@ -60,6 +60,7 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	req.ShellJob = req.ShellJob || c.init.stdio.Terminal
 	req.WindowSize = c.init.windowSize()
 	err = s.engine.Checkpoint(ctx, req)
+	releaseMemory()
 	keepLog(req.WorkPath, "dump.log", c.bundle, "criu-dump.log")
 	if err != nil {
 		return nil, toGRPC(fmt.Errorf("checkpoint of %q (CRIU log: %s/criu-dump.log): %w", c.id, c.bundle, err))

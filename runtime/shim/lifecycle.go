@@ -258,6 +258,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			return nil, toGRPC(fmt.Errorf("restore of %q failed: %w", c.id, err))
 		}
 		p.io.restoreFinished()
+		releaseMemory()
 	} else if err := c.runc.Start(ctx, c.id); err != nil {
 		s.started(p, w)
 		return nil, toGRPC(runtimeError(c.runc, err, "runc start"))
