@@ -45,7 +45,7 @@ var emptyNetNS = flag.Bool("empty-netns", false, "checkpoint with CRIU's empty_n
 func main() {
 	out := flag.String("out", "results", "folder for results.md, results.json and memory.png")
 	reps := flag.Int("reps", 11, "repetitions of each workload per target")
-	sizes := flag.String("sizes", "64,512,2048", "memory workloads, MiB")
+	sizes := flag.String("sizes", "64,512,1024,2048", "memory workloads, MiB")
 	only := flag.String("targets", "", "comma-separated targets (default: all that can run here): "+
 		strings.Join(targetOrder, ", "))
 	keep := flag.String("keep", "", "folder to keep each run's CRIU logs and statistics and containerd's log in (default: none)")

@@ -3,13 +3,11 @@ package criu
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"github.com/ckpt-dev/ckpt/runtime/bootcache"
 )
 
 // Version is CRIU's version as the VERSION request reports it.
@@ -94,13 +92,9 @@ func (c *Capabilities) QueryExtFiles() bool     { return c.Version.AtLeast(3, 19
 // memory tracking, which some kernels lack.
 func (c *Capabilities) PreDump() bool { return c.Features.MemTrack }
 
-type probeKey struct {
-	path      string
-	dev, ino  uint64
-	mtime, sz int64
-}
-
-var probeCache sync.Map // probeKey -> *Capabilities
+// capsCache keeps capabilities per criu binary, for this boot: see
+// package bootcache.
+var capsCache = &bootcache.Cache[*Capabilities]{File: "/run/ckpt/criu-capabilities.json"}
 
 // Probe returns the capabilities of the criu at path ("" = PATH). Results
 // are cached per binary (a replaced binary is probed again), so only the
@@ -110,8 +104,8 @@ func Probe(ctx context.Context, path string) (*Capabilities, error) {
 	if err != nil {
 		return nil, err
 	}
-	if key, err := keyOf(resolved); err == nil {
-		if c, ok := cached(key); ok {
+	if bin, err := bootcache.Identify(resolved); err == nil {
+		if c, ok := capsCache.Load(bin); ok {
 			return c, nil
 		}
 	}
@@ -127,9 +121,9 @@ func Probe(ctx context.Context, path string) (*Capabilities, error) {
 // asked on this very process (VERSION and FEATURE_CHECK with keep_open), so
 // the real request that follows needs no second criu.
 func (s *Session) Capabilities(ctx context.Context) (*Capabilities, error) {
-	key, kerr := keyOf(s.path)
-	if kerr == nil {
-		if c, ok := cached(key); ok {
+	bin, berr := bootcache.Identify(s.path)
+	if berr == nil {
+		if c, ok := capsCache.Load(bin); ok {
 			return c, nil
 		}
 	}
@@ -142,8 +136,8 @@ func (s *Session) Capabilities(ctx context.Context) (*Capabilities, error) {
 		return nil, fmt.Errorf("criu feature check: %w", err)
 	}
 	c := &Capabilities{Path: s.path, Version: v, Features: f}
-	if kerr == nil {
-		remember(key, c)
+	if berr == nil {
+		capsCache.Store(bin, c)
 	}
 	return c, nil
 }
@@ -160,13 +154,4 @@ func resolve(path string) (string, error) {
 		return "", err
 	}
 	return p, nil
-}
-
-func keyOf(path string) (probeKey, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return probeKey{}, err
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	return probeKey{path: path, dev: st.Dev, ino: st.Ino, mtime: fi.ModTime().UnixNano(), sz: fi.Size()}, nil
 }

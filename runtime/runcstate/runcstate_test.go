@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/runtime/bootcache"
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -128,9 +129,11 @@ func TestPinnedVersionMatchesGoMod(t *testing.T) {
 
 func TestCheckVersion(t *testing.T) {
 	dir := t.TempDir()
+	useVersionCache(t, dir)
+	calls := filepath.Join(dir, "calls")
 	fake := func(version string) string {
 		p := filepath.Join(dir, "runc-"+version)
-		os.WriteFile(p, []byte("#!/bin/sh\necho 'runc version "+version+"'\necho 'commit: x'\necho 'spec: 1.3.0'\n"), 0o755)
+		os.WriteFile(p, []byte("#!/bin/sh\necho x >> "+calls+"\necho 'runc version "+version+"'\necho 'commit: x'\necho 'spec: 1.3.0'\n"), 0o755)
 		return p
 	}
 	if err := CheckVersion(context.Background(), fake(PinnedVersion())); err != nil {
@@ -144,4 +147,41 @@ func TestCheckVersion(t *testing.T) {
 	if err := CheckVersion(context.Background(), filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing runc accepted")
 	}
+
+	// Asked once per binary: not again in this process, nor in the next
+	// one (the file), but again once the binary is replaced.
+	os.Remove(calls)
+	pinned := fake(PinnedVersion())
+	for i := 0; i < 2; i++ {
+		if err := CheckVersion(context.Background(), pinned); err != nil {
+			t.Fatal(err)
+		}
+		versionCache.Forget()
+	}
+	if n := strings.Count(readFile(t, calls), "x"); n != 1 {
+		t.Errorf("runc --version ran %d times, want 1", n)
+	}
+	os.WriteFile(pinned, []byte("#!/bin/sh\necho 'runc version 1.1.0'\n"), 0o755)
+	if err := CheckVersion(context.Background(), pinned); !errors.As(err, &ve) {
+		t.Errorf("a replaced runc was not asked again: %v", err)
+	}
+}
+
+// useVersionCache points the version cache at dir, for this test.
+func useVersionCache(t *testing.T, dir string) {
+	t.Helper()
+	boot := filepath.Join(dir, "boot_id")
+	os.WriteFile(boot, []byte("b1\n"), 0o644)
+	old := versionCache
+	versionCache = &bootcache.Cache[string]{File: filepath.Join(dir, "runc-version.json"), BootIDFile: boot}
+	t.Cleanup(func() { versionCache = old })
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

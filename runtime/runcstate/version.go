@@ -3,9 +3,12 @@ package runcstate
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 
+	"github.com/ckpt-dev/ckpt/runtime/bootcache"
 	runc "github.com/containerd/go-runc"
 )
 
@@ -48,19 +51,47 @@ func (e *VersionError) Error() string {
 		e.Binary, inst, e.Pinned, e.Pinned)
 }
 
-// CheckVersion runs `<binary> --version` and fails with a *VersionError
-// unless it is PinnedVersion.
+// versionCache keeps what each runc binary said its version was, for this
+// boot: a restore then costs no exec of runc (see package bootcache).
+var versionCache = &bootcache.Cache[string]{File: "/run/ckpt/runc-version.json"}
+
+// CheckVersion fails with a *VersionError unless binary ("" = runc in
+// PATH) is runc PinnedVersion, as `<binary> --version` says (asked once per
+// binary and boot).
 func CheckVersion(ctx context.Context, binary string) error {
 	if binary == "" {
 		binary = "runc"
 	}
-	r := &runc.Runc{Command: binary}
-	v, err := r.Version(ctx)
+	installed, err := installedVersion(ctx, binary)
 	if err != nil {
 		return fmt.Errorf("check runc version (%s --version): %w", binary, err)
 	}
-	if pinned := PinnedVersion(); v.Runc != pinned {
-		return &VersionError{Binary: binary, Installed: v.Runc, Pinned: pinned}
+	if pinned := PinnedVersion(); installed != pinned {
+		return &VersionError{Binary: binary, Installed: installed, Pinned: pinned}
 	}
 	return nil
+}
+
+func installedVersion(ctx context.Context, binary string) (string, error) {
+	path, err := exec.LookPath(binary)
+	if err != nil {
+		return "", err
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return "", err
+	}
+	bin, berr := bootcache.Identify(path)
+	if berr == nil {
+		if v, ok := versionCache.Load(bin); ok {
+			return v, nil
+		}
+	}
+	v, err := (&runc.Runc{Command: path}).Version(ctx)
+	if err != nil {
+		return "", err
+	}
+	if berr == nil {
+		versionCache.Store(bin, v.Runc)
+	}
+	return v.Runc, nil
 }
