@@ -149,44 +149,34 @@ func TestExternalNetNS(t *testing.T) {
 	}
 }
 
-// TestRestoreIntoOtherCgroup restores with a different cgroupsPath.
+// TestRestoreIntoOtherCgroup restores with a different cgroupsPath. CRIU
+// moves the restored tree there (criu itself never joins the cgroup), or,
+// with manage-cgroups-mode ignore, where CRIU moves nothing, criu joins it
+// first and the tree is born there.
 func TestRestoreIntoOtherCgroup(t *testing.T) {
-	c := newCtr(t, nil)
-	c.start()
-	images := c.checkpoint(container.CheckpointOptions{})
-	cgPath := "/ckpt-it-other-" + c.id
-	c.editSpec(func(s *specs.Spec) { s.Linux.CgroupsPath = cgPath })
-	before := c.last()
-	pid := c.restore(images, c.id)
-	c.waitCount(before + 3)
-	// CRIU moved the init there; criu itself never joined the cgroup.
-	assertInCgroup(t, pid, cgPath)
-	paths := c.cgroupPaths(c.id)
-	c.destroy(c.id)
-	c.assertGone(c.id, paths)
-}
-
-// TestRestoreCgroupsModeIgnore: with manage-cgroups-mode ignore CRIU moves
-// no task, so criu joins the container's cgroup and the tree is born there.
-func TestRestoreCgroupsModeIgnore(t *testing.T) {
-	c := newCtr(t, nil)
-	c.start()
-	images := c.checkpoint(container.CheckpointOptions{CgroupsMode: "ignore"})
-	cgPath := "/ckpt-it-ignore-" + c.id
-	c.editSpec(func(s *specs.Spec) { s.Linux.CgroupsPath = cgPath })
-	before := c.last()
-	pid := c.restore(images, c.id)
-	c.waitCount(before + 3)
-	assertInCgroup(t, pid, cgPath)
-	paths := c.cgroupPaths(c.id)
-	c.destroy(c.id)
-	c.assertGone(c.id, paths)
+	for _, mode := range []string{"", "ignore"} {
+		t.Run("mode="+mode, func(t *testing.T) {
+			c := newCtr(t, nil)
+			c.start()
+			images := c.checkpoint(container.CheckpointOptions{CgroupsMode: mode})
+			cgPath := "/ckpt-it-other-" + c.id
+			c.editSpec(func(s *specs.Spec) { s.Linux.CgroupsPath = cgPath })
+			before := c.last()
+			pid := c.restore(images, c.id)
+			c.waitCount(before + 3)
+			assertInCgroup(t, pid, cgPath)
+			paths := c.cgroupPaths(c.id)
+			c.destroy(c.id)
+			c.assertGone(c.id, paths)
+		})
+	}
 }
 
 // TestCgroupYard: the host's /sys/fs/cgroup serves as CRIU's cgroup yard
 // (no cgroup mount of CRIU's own) where it holds every hierarchy, and only
-// for an image whose hierarchies are all there: one that names another is
-// restored with CRIU's own yard, and nothing is left in /sys/fs/cgroup.
+// then; and only for an image whose hierarchies are all there: one that
+// names another is restored with CRIU's own yard, and nothing is left in
+// /sys/fs/cgroup.
 func TestCgroupYard(t *testing.T) {
 	c := newCtr(t, nil)
 	c.start()
@@ -195,24 +185,36 @@ func TestCgroupYard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cgroups.IsCgroup2UnifiedMode() {
-		if len(md.CgroupHierarchies) != 0 {
-			t.Fatalf("a unified-only host used a yard: %q", md.CgroupHierarchies)
+	yardLine := "Opening /sys/fs/cgroup as cg yard"
+	restore := func(images string) string {
+		t.Helper()
+		opts := c.restoreOpts(images, c.id)
+		before := c.last()
+		if _, err := container.Restore(ctx(t), opts); err != nil {
+			t.Fatalf("restore: %v", err)
 		}
-		t.Skip("unified-only host: CRIU keeps its own cgroup yard")
+		c.waitCount(before + 3)
+		return readFile(filepath.Join(opts.WorkPath, "restore.log"))
+	}
+
+	complete, why := hostYardComplete(t)
+	t.Logf("/sys/fs/cgroup complete: %v %s", complete, why)
+	if !complete {
+		// A nested container's /sys/fs/cgroup may lack the hybrid v2
+		// hierarchy, a unified-only host has no such layout: CRIU keeps
+		// its own yard.
+		if len(md.CgroupHierarchies) != 0 {
+			t.Fatalf("an incomplete /sys/fs/cgroup recorded as the yard: %q", md.CgroupHierarchies)
+		}
+		if log := restore(images); strings.Contains(log, yardLine) {
+			t.Fatal("an incomplete /sys/fs/cgroup was handed to CRIU as its yard")
+		}
+		return
 	}
 	if len(md.CgroupHierarchies) == 0 {
 		t.Fatal("no cgroup hierarchies recorded: the host's /sys/fs/cgroup was not used as CRIU's yard")
 	}
-	yardLine := "Opening /sys/fs/cgroup as cg yard"
-
-	opts := c.restoreOpts(images, c.id)
-	before := c.last()
-	if _, err := container.Restore(ctx(t), opts); err != nil {
-		t.Fatalf("restore: %v", err)
-	}
-	c.waitCount(before + 3)
-	if log := readFile(filepath.Join(opts.WorkPath, "restore.log")); !strings.Contains(log, yardLine) {
+	if log := restore(images); !strings.Contains(log, yardLine) {
 		t.Fatalf("restore did not use /sys/fs/cgroup as the cgroup yard; restore.log:\n%s", tail(log))
 	}
 
@@ -225,13 +227,7 @@ func TestCgroupYard(t *testing.T) {
 	if err := image.WriteMetadata(images, md); err != nil {
 		t.Fatal(err)
 	}
-	opts = c.restoreOpts(images, c.id)
-	before = c.last()
-	if _, err := container.Restore(ctx(t), opts); err != nil {
-		t.Fatalf("restore: %v", err)
-	}
-	c.waitCount(before + 3)
-	if log := readFile(filepath.Join(opts.WorkPath, "restore.log")); strings.Contains(log, yardLine) {
+	if log := restore(images); strings.Contains(log, yardLine) {
 		t.Fatal("an image naming a hierarchy the yard lacks was restored with the host's yard")
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/ckpt-it-no-such-hierarchy"); err == nil {
@@ -240,6 +236,32 @@ func TestCgroupYard(t *testing.T) {
 	paths := c.cgroupPaths(c.id)
 	c.destroy(c.id)
 	c.assertGone(c.id, paths)
+}
+
+// hostYardComplete says, from /proc/self/cgroup and /proc/self/mountinfo,
+// whether /sys/fs/cgroup/<name> is a whole mount of every hierarchy, named
+// as CRIU names them.
+func hostYardComplete(t *testing.T) (bool, string) {
+	if cgroups.IsCgroup2UnifiedMode() {
+		return false, "(unified-only host)"
+	}
+	whole := map[string]bool{}
+	for _, l := range strings.Split(readFile("/proc/self/mountinfo"), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[3] == "/" {
+			whole[f[4]] = true
+		}
+	}
+	for _, l := range strings.Split(strings.TrimSpace(readFile("/proc/self/cgroup")), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		name := strings.ReplaceAll(parts[1], "name=", "")
+		if name == "" {
+			name = "unified"
+		}
+		if !whole["/sys/fs/cgroup/"+name] {
+			return false, "(no whole mount at /sys/fs/cgroup/" + name + ")"
+		}
+	}
+	return true, ""
 }
 
 // assertInCgroup checks that pid is in cgPath in every hierarchy runc
