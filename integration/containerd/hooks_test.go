@@ -97,8 +97,8 @@ func TestRestoreRunsHooksInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := int(rtask.Pid())
-	// Create returns with CRIU held at setup-namespaces: only the hooks of
-	// that stage have run.
+	// Create returns at setup-namespaces and CRIU is held at
+	// post-setup-namespaces: only the hooks of setup-namespaces have run.
 	if got := phases(readHookLog(t, logPath)); got != "prestart createRuntime" {
 		t.Fatalf("hooks run by Create of a restored task: %q, want prestart createRuntime", got)
 	}

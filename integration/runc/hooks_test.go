@@ -238,7 +238,7 @@ func TestStartContainerHookFailure(t *testing.T) {
 	c.waitCount(before + 3)
 }
 
-// TestAbortedRestoreRunsPoststop: a restore held at setup-namespaces has
+// TestAbortedRestoreRunsPoststop: a restore held before Finish has
 // run its create hooks; aborting it deletes the container, so poststop
 // runs, once, and nothing else.
 func TestAbortedRestoreRunsPoststop(t *testing.T) {

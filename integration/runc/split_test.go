@@ -15,8 +15,10 @@ import (
 
 // TestRestoreHeldUntilFinish: StartRestore returns with the restored root
 // and its namespaces existing while nothing runs yet (the counter does not
-// move, runc does not know the container); Finish completes it. Every CRIU
-// stage reaches OnStage with the root's pid.
+// move, runc does not know the container); CRIU goes on to restore the
+// mount tree and stops at post-setup-namespaces, before any other task;
+// Finish completes it. Every CRIU stage reaches OnStage with the root's
+// pid.
 func TestRestoreHeldUntilFinish(t *testing.T) {
 	c, images := checkpointed(t)
 	var mu sync.Mutex
@@ -50,6 +52,12 @@ func TestRestoreHeldUntilFinish(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if c.last() != held {
 		t.Fatal("the container ran while CRIU was held")
+	}
+	mu.Lock()
+	whileHeld := slices.Clone(stages)
+	mu.Unlock()
+	if !slices.Contains(whileHeld, "post-setup-namespaces") || slices.Contains(whileHeld, "post-restore") {
+		t.Fatalf("stages while held: %v, want up to post-setup-namespaces", whileHeld)
 	}
 	if err := r.Finish(ctx(t)); err != nil {
 		t.Fatal(err)

@@ -12,9 +12,12 @@
 //
 // Restore is split the way containerd's Create and Start are:
 //
-//	r, err := container.StartRestore(ctx, opts) // CRIU held at setup-namespaces
+//	r, err := container.StartRestore(ctx, opts) // returns at setup-namespaces
 //	pid := r.Pid()                                // the restored init, namespaces exist
 //	err = r.Finish(ctx)                           // or r.Abort(ctx)
+//
+// Between the two CRIU restores the mount tree and is held at
+// post-setup-namespaces, before any other task, file or socket.
 //
 // A failed or aborted restore leaves nothing: processes, the criu-root
 // mount, the cgroup and runc's state dir are removed.

@@ -22,7 +22,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
-// DefaultHoldTimeout bounds how long CRIU is held at setup-namespaces
+// DefaultHoldTimeout bounds how long CRIU is held at post-setup-namespaces
 // waiting for Finish or Abort; then the restore is aborted.
 const DefaultHoldTimeout = 2 * time.Minute
 
@@ -64,12 +64,15 @@ type RestoreOptions struct {
 	// bundle's spec (see runtime/container/hooks.go), for a caller that
 	// runs them itself.
 	SkipHooks bool
-	// HoldTimeout bounds the hold at setup-namespaces (0: the default).
+	// HoldTimeout bounds the hold at post-setup-namespaces (0: the
+	// default).
 	HoldTimeout time.Duration
 }
 
-// Restoring is a restore held at setup-namespaces: the restored root task
-// and its namespaces exist (Pid is real), nothing else does yet.
+// Restoring is a restore that StartRestore returned at setup-namespaces:
+// the restored root task and its namespaces exist (Pid is real). CRIU
+// goes on restoring the mount tree and is held at post-setup-namespaces,
+// before any other task, file or socket is restored (see hold).
 type Restoring struct {
 	opts     RestoreOptions
 	stateDir string
@@ -92,8 +95,9 @@ type Restoring struct {
 	written bool  // runc's state.json exists
 	masters []int // ckpt's duplicates of restored pty masters
 
-	held        chan struct{}
-	heldOnce    sync.Once
+	// created is closed once Pid is real (setup-namespaces).
+	created     chan struct{}
+	createdOnce sync.Once
 	release     chan error
 	releaseOnce sync.Once
 	done        chan struct{}
@@ -113,8 +117,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (int, error) {
 }
 
 // StartRestore prepares the container (state dir, cgroup, rootfs
-// mountpoints), starts CRIU and holds it at setup-namespaces. It returns
-// when the restored root's pid is known, or with CRIU's error; a failed
+// mountpoints) and starts CRIU, which it holds at post-setup-namespaces. It
+// returns at setup-namespaces, when the restored root's pid is known, or
+// with CRIU's error; a failed
 // start leaves nothing behind. A container whose tree has no namespaces of
 // its own is restored completely here (CRIU sends no setup-namespaces).
 func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) {
@@ -130,7 +135,7 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	}
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", opts.ID))
 	r := &Restoring{
-		opts: opts, stateDir: stateDir, held: make(chan struct{}),
+		opts: opts, stateDir: stateDir, created: make(chan struct{}),
 		release: make(chan error, 1), done: make(chan struct{}),
 		runcChecked: make(chan error, 1),
 	}
@@ -150,7 +155,7 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	go r.run(sctx, cc)
 
 	select {
-	case <-r.held:
+	case <-r.created:
 		return r, nil
 	case <-r.done:
 		if r.err != nil {

@@ -96,23 +96,36 @@ func (r *Restoring) handler() *criu.Handlers {
 			}
 			return r.onStage(ctx, n.Stage)
 		},
-		SetupNamespaces: r.hold,
-		PostRestore:     r.writeState,
-		OrphanPtsMaster: r.console,
+		SetupNamespaces:     r.announce,
+		PostSetupNamespaces: r.hold,
+		PostRestore:         r.writeState,
+		OrphanPtsMaster:     r.console,
 	}
 }
 
-// hold keeps CRIU at setup-namespaces until Finish (nil), Abort, the hold
-// timeout or the end of ctx; anything but Finish makes CRIU kill the tree.
-func (r *Restoring) hold(ctx context.Context, pid int) error {
-	r.heldOnce.Do(func() { close(r.held) })
+// announce lets StartRestore return at setup-namespaces: the pid is real
+// and the namespaces exist, so the caller can wire the network namespace
+// (Docker does, between Create and Start).
+func (r *Restoring) announce(ctx context.Context, pid int) error {
+	r.createdOnce.Do(func() { close(r.created) })
+	return nil
+}
+
+// hold keeps CRIU at post-setup-namespaces until Finish (nil), Abort, the
+// hold timeout or the end of ctx; anything but Finish makes CRIU kill the
+// tree. Holding there, not at setup-namespaces, lets CRIU restore the
+// mount tree while the caller goes from Create to Start; nothing it does
+// before this stage touches the network (the root task alone exists, no
+// file or socket is restored), so a caller that wires the network in
+// between still has it in place before any socket comes back.
+func (r *Restoring) hold(ctx context.Context) error {
 	t := time.NewTimer(r.opts.HoldTimeout)
 	defer t.Stop()
 	select {
 	case err := <-r.release:
 		return err
 	case <-t.C:
-		return fmt.Errorf("held at setup-namespaces for %s without Finish or Abort", r.opts.HoldTimeout)
+		return fmt.Errorf("held at post-setup-namespaces for %s without Finish or Abort", r.opts.HoldTimeout)
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,6 +70,9 @@ func Check(ctx context.Context, criuPath string) *Report {
 		add(socketCheck(kernel, caps.Version))
 		add(kernelCheck(ctx, caps.Path))
 		add(kdatCacheCheck("/run"))
+		if mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2")); err == nil {
+			add(dynmodsCheck(mounts))
+		}
 		add(Item{Name: "pre-dump (soft-dirty memory tracking)", OK: caps.Features.MemTrack, Optional: true,
 			Value: yesNo(caps.Features.MemTrack), Reason: "the kernel has no soft-dirty tracking: iterative pre-dump is unavailable"})
 		add(Item{Name: "lazy pages (userfaultfd)", OK: caps.Features.LazyPages, Optional: true,
@@ -198,4 +203,22 @@ func kdatCacheCheck(run string) Item {
 	ok := unix.Statfs(run, &st) == nil && st.Type == unix.TMPFS_MAGIC
 	return Item{Name: "CRIU kernel-feature cache", OK: ok, Optional: true, Value: yesNo(ok),
 		Reason: run + " is not a tmpfs: every CRIU run detects the kernel's features again (15-25 ms per checkpoint and restore)"}
+}
+
+// dynmodsCheck reports whether the cgroup hierarchies favour dynamic
+// changes. Without favordynmods, the first task moved between cgroups after
+// a quiet while waits out an RCU grace period (5-20 ms): CRIU pays it once
+// in every restore (runc in every create). With it, forks and exits pay a
+// little instead; it is the host's choice, so ckpt only reports it.
+func dynmodsCheck(mounts []*mountinfo.Info) Item {
+	it := Item{Name: "cgroup favordynmods", Optional: true, Value: "no",
+		Reason: "moving a restored task into its cgroup waits out an RCU grace period (5-20 ms per restore); " +
+			"`mount -o remount,favordynmods` on a cgroup hierarchy (kernel >= 6.1) avoids it"}
+	for _, m := range mounts {
+		if slices.Contains(strings.Split(m.VFSOptions, ","), "favordynmods") {
+			it.OK, it.Value = true, "yes ("+m.Mountpoint+")"
+			break
+		}
+	}
+	return it
 }

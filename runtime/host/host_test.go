@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/moby/sys/mountinfo"
 )
 
 func fakeRunc(t *testing.T, output string, exit int) string {
@@ -81,5 +82,19 @@ func TestKdatCacheCheck(t *testing.T) {
 	}
 	if got := kdatCacheCheck("/proc"); got.OK || !got.Optional {
 		t.Errorf("/proc is no tmpfs, the check says %+v", got)
+	}
+}
+
+func TestDynmodsCheck(t *testing.T) {
+	off := []*mountinfo.Info{
+		{Mountpoint: "/sys/fs/cgroup/pids", FSType: "cgroup", VFSOptions: "rw,pids"},
+		{Mountpoint: "/sys/fs/cgroup/unified", FSType: "cgroup2", VFSOptions: "rw,nsdelegate"},
+	}
+	if got := dynmodsCheck(off); got.OK || !got.Optional || !strings.Contains(got.Reason, "favordynmods") {
+		t.Errorf("without favordynmods: %+v", got)
+	}
+	on := append(off, &mountinfo.Info{Mountpoint: "/sys/fs/cgroup", FSType: "cgroup2", VFSOptions: "rw,nsdelegate,favordynmods"})
+	if got := dynmodsCheck(on); !got.OK || !strings.Contains(got.Value, "/sys/fs/cgroup") {
+		t.Errorf("with favordynmods: %+v", got)
 	}
 }

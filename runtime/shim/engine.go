@@ -15,12 +15,13 @@ type Engine interface {
 	// req.ImagePath. Without LeaveRunning its processes are gone afterwards
 	// and runc's state is deleted.
 	Checkpoint(ctx context.Context, req CheckpointRequest) error
-	// StartRestore starts CRIU and holds it at setup-namespaces: the
-	// restored root task exists (Restore.Pid is real), nothing runs yet.
+	// StartRestore starts CRIU and returns at setup-namespaces: the
+	// restored root task exists (Restore.Pid is real), nothing runs yet;
+	// CRIU restores the mounts and is held before any other task.
 	StartRestore(ctx context.Context, req RestoreRequest) (Restore, error)
 }
 
-// Restore is a restore held at setup-namespaces.
+// Restore is a restore that StartRestore returned (see there).
 type Restore interface {
 	// Pid is the restored init's host pid.
 	Pid() int

@@ -29,7 +29,8 @@ import (
 const exitGrace = 5 * time.Second
 
 // Create creates the container: runc create, or, with a checkpoint, a
-// restore held at setup-namespaces. Either way the pid is real.
+// restore that returns at setup-namespaces and is held until Start. Either
+// way the pid is real.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	if _, err := s.container(r.ID); err == nil {
 		return nil, toGRPC(fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists))
@@ -187,7 +188,7 @@ func (s *service) connectIO(p *process, sock *console.Socket) error {
 	return p.io.attachConsole(master)
 }
 
-// createRestore starts CRIU and holds it at setup-namespaces.
+// createRestore starts CRIU; it returns at setup-namespaces (see Engine).
 func (s *service) createRestore(ctx context.Context, c *container, p *process, checkpoint string, opts *options.Options) error {
 	if s.engine == nil {
 		return fmt.Errorf("restore: this shim has no checkpoint/restore engine: %w", errdefs.ErrNotImplemented)

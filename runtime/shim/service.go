@@ -1,8 +1,9 @@
 // Package shim is ckpt's containerd task service (task API v3): containers
 // run on runc through go-runc, exits come from containerd's reaper, and
 // checkpoint/restore goes to an Engine (runtime/container) that drives CRIU.
-// A restore is split across Create (CRIU held at setup-namespaces, so the
-// task has a real pid) and Start (CRIU completes).
+// A restore is split across Create (returns at CRIU's setup-namespaces, so
+// the task has a real pid; CRIU is then held at post-setup-namespaces) and
+// Start (CRIU completes).
 package shim
 
 import (
