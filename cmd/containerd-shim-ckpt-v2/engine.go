@@ -37,3 +37,7 @@ func (engine) StartRestore(ctx context.Context, req ckptshim.RestoreRequest) (ck
 	}
 	return r, nil
 }
+
+func (engine) Pause(ctx context.Context, root, id string) error { return container.Pause(root, id) }
+
+func (engine) Resume(ctx context.Context, root, id string) error { return container.Resume(root, id) }

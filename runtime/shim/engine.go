@@ -19,6 +19,10 @@ type Engine interface {
 	// restored root task exists (Restore.Pid is real), nothing runs yet;
 	// CRIU restores the mounts and is held before any other task.
 	StartRestore(ctx context.Context, req RestoreRequest) (Restore, error)
+	// Pause and Resume freeze and thaw the container runc runs under root
+	// as id, as `runc pause` and `runc resume` do, without an exec.
+	Pause(ctx context.Context, root, id string) error
+	Resume(ctx context.Context, root, id string) error
 }
 
 // Restore is a restore that StartRestore returned (see there).

@@ -224,8 +224,8 @@ func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.
 	if st := c.init.Status(); st != task.Status_RUNNING {
 		return nil, toGRPC(fmt.Errorf("pause: container %q is %s, not running: %w", c.id, st, errdefs.ErrFailedPrecondition))
 	}
-	if err := c.runc.Pause(ctx, c.id); err != nil {
-		return nil, toGRPC(runtimeError(c.runc, err, "runc pause"))
+	if err := s.freeze(ctx, c, true); err != nil {
+		return nil, toGRPC(err)
 	}
 	c.init.setStatus(task.Status_PAUSED)
 	s.send(&eventstypes.TaskPaused{ContainerID: c.id})
@@ -243,10 +243,37 @@ func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptyp
 	if st := c.init.Status(); st != task.Status_PAUSED {
 		return nil, toGRPC(fmt.Errorf("resume: container %q is %s, not paused: %w", c.id, st, errdefs.ErrFailedPrecondition))
 	}
-	if err := c.runc.Resume(ctx, c.id); err != nil {
-		return nil, toGRPC(runtimeError(c.runc, err, "runc resume"))
+	if err := s.freeze(ctx, c, false); err != nil {
+		return nil, toGRPC(err)
 	}
 	c.init.setStatus(task.Status_RUNNING)
 	s.send(&eventstypes.TaskResumed{ContainerID: c.id})
 	return empty, nil
+}
+
+// freeze pauses (or resumes) the container through the engine, in this
+// process, and through runc where the engine cannot (none, or a state
+// its runc library does not read).
+func (s *service) freeze(ctx context.Context, c *container, frozen bool) error {
+	if s.engine != nil {
+		f := s.engine.Resume
+		if frozen {
+			f = s.engine.Pause
+		}
+		err := f(ctx, c.runc.Root, c.id)
+		if err == nil {
+			return nil
+		}
+		log.G(ctx).WithError(err).Debug("runc's library could not freeze or thaw the container; running runc")
+	}
+	if frozen {
+		if err := c.runc.Pause(ctx, c.id); err != nil {
+			return runtimeError(c.runc, err, "runc pause")
+		}
+		return nil
+	}
+	if err := c.runc.Resume(ctx, c.id); err != nil {
+		return runtimeError(c.runc, err, "runc resume")
+	}
+	return nil
 }
