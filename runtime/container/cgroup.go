@@ -44,11 +44,20 @@ func newCgroup(cfg *configs.Config) (cgroups.Manager, error) {
 
 // CRIU moves every restored task into the image's cgroups, re-rooted at
 // cg_root, in every cgroups mode but ignore. There the cgroup only has to
-// exist with its resources set: criu itself stays out. Moving a task
+// exist with its resources set: criu itself stays out (except under the
+// systemd driver, see criuJoinsCgroup). Moving a task
 // between cgroups waits out an RCU grace period (5-15 ms here) when none
 // passed lately, and CRIU's own move would pay it again. In ignore mode
 // CRIU moves nothing and the restored tasks stay where criu is, so criu
 // is put in the cgroup first (joinCgroup).
+
+// criuJoinsCgroup reports whether criu must be in the container's cgroup
+// before it restores: in cgroups mode ignore (CRIU moves no task), and under
+// the systemd driver, whose cgroup is a scope unit that systemd starts only
+// with a process in it.
+func criuJoinsCgroup(cfg *configs.Config, cgroupsMode string) bool {
+	return cgroupsMode == "ignore" || (cfg.Cgroups != nil && cfg.Cgroups.Systemd)
+}
 
 // createCgroup creates the container's cgroup with its resources set, and
 // returns the cg_root entries that re-root the image's cgroups there.

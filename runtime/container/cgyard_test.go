@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
 // hybridMounts is a hybrid host's /sys/fs/cgroup with cpu,cpuacct
@@ -90,6 +92,27 @@ func TestCgroupPathOf(t *testing.T) {
 		got, err := cgroupPathOf(tt.dir, tt.ctrl, mounts)
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("cgroupPathOf(%q, %q) = %q, %v; want %q (error %v)", tt.dir, tt.ctrl, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestCriuJoinsCgroup(t *testing.T) {
+	systemd := &cgroups.Cgroup{Systemd: true}
+	tests := []struct {
+		name string
+		cfg  *configs.Config
+		mode string
+		want bool
+	}{
+		{"cgroupfs driver, CRIU moves the tasks", &configs.Config{Cgroups: &cgroups.Cgroup{}}, "", false},
+		{"cgroupfs driver, soft", &configs.Config{Cgroups: &cgroups.Cgroup{}}, "soft", false},
+		{"ignore: CRIU moves nothing", &configs.Config{Cgroups: &cgroups.Cgroup{}}, "ignore", true},
+		{"systemd driver: a scope needs a process", &configs.Config{Cgroups: systemd}, "", true},
+		{"no cgroup config", &configs.Config{}, "", false},
+	}
+	for _, tt := range tests {
+		if got := criuJoinsCgroup(tt.cfg, tt.mode); got != tt.want {
+			t.Errorf("%s: criuJoinsCgroup = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

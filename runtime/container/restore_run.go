@@ -42,7 +42,7 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 		r.criuPid = pid
 		r.mu.Unlock()
 		var err error
-		if r.md.Options.CgroupsMode == "ignore" {
+		if criuJoinsCgroup(r.cfg, r.md.Options.CgroupsMode) {
 			roots, err = joinCgroup(r.cg, r.cfg, pid)
 		} else {
 			roots, err = createCgroup(r.cg, r.cfg)
