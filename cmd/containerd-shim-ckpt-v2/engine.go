@@ -30,7 +30,7 @@ func (engine) StartRestore(ctx context.Context, req ckptshim.RestoreRequest) (ck
 	r, err := container.StartRestore(ctx, container.RestoreOptions{
 		Root: req.Root, ID: req.ID, Runc: req.Runc, Monitor: req.Monitor,
 		Bundle: req.Bundle, ImagePath: req.ImagePath, WorkPath: req.WorkPath,
-		Stdio: req.Stdio, Console: req.Console,
+		Stdio: req.Stdio, Console: req.Console, RootfsLate: req.RootfsLate,
 	})
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package runc_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ckpt-dev/ckpt/runtime/container"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestRestoreHeldUntilFinish: StartRestore returns with the restored root
@@ -73,6 +75,59 @@ func TestRestoreHeldUntilFinish(t *testing.T) {
 		if !slices.Contains(stages, want) {
 			t.Errorf("stages %v lack %s", stages, want)
 		}
+	}
+}
+
+// TestRestoreRootfsLate: a caller that writes into the rootfs between
+// StartRestore and Finish (the CRI plugin unpacks rootfs-diff.tar there)
+// gets CRIU held at setup-namespaces, before the mount tree: a bind
+// mountpoint replaced meanwhile is mounted on as it is at Finish.
+func TestRestoreRootfsLate(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "conf")
+	if err := os.WriteFile(src, []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := newCtr(t, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/ckpt-conf", Type: "bind", Source: src, Options: []string{"bind", "ro"}})
+	})
+	c.start()
+	images := c.checkpoint(container.CheckpointOptions{})
+	var mu sync.Mutex
+	var stages []string
+	opts := c.restoreOpts(images, c.id)
+	opts.RootfsLate = true
+	opts.OnStage = func(_ context.Context, s criu.Stage, _ int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		stages = append(stages, string(s))
+		return nil
+	}
+	r, err := container.StartRestore(ctx(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	whileHeld := slices.Clone(stages)
+	mu.Unlock()
+	if !slices.Contains(whileHeld, "setup-namespaces") || slices.Contains(whileHeld, "post-setup-namespaces") {
+		t.Fatalf("stages while held: %v, want up to setup-namespaces", whileHeld)
+	}
+	// What unpacking a layer does to a file it holds: a new inode.
+	mp := filepath.Join(c.bundle, "rootfs", "etc", "ckpt-conf")
+	if err := os.Remove(mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mp, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := c.last()
+	if err := r.Finish(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.waitCount(before + 3)
+	if out, err := c.exec("cat", "/etc/ckpt-conf"); err != nil || out != "from the host\n" {
+		t.Fatalf("bind mount after the rootfs changed: %q, %v", out, err)
 	}
 }
 

@@ -22,8 +22,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
-// DefaultHoldTimeout bounds how long CRIU is held at post-setup-namespaces
-// waiting for Finish or Abort; then the restore is aborted.
+// DefaultHoldTimeout bounds how long CRIU is held waiting for Finish or
+// Abort; then the restore is aborted.
 const DefaultHoldTimeout = 2 * time.Minute
 
 // ErrAborted is the reason CRIU is given when Abort is called.
@@ -64,15 +64,21 @@ type RestoreOptions struct {
 	// bundle's spec (see runtime/container/hooks.go), for a caller that
 	// runs them itself.
 	SkipHooks bool
-	// HoldTimeout bounds the hold at post-setup-namespaces (0: the
-	// default).
+	// HoldTimeout bounds the hold before Finish (0: the default).
 	HoldTimeout time.Duration
+	// RootfsLate says the caller still writes into the rootfs between
+	// StartRestore and Finish (the CRI plugin unpacks the checkpoint's
+	// rootfs-diff.tar there, replacing mountpoint files). CRIU is then held
+	// at setup-namespaces, before it restores the mount tree, rather than
+	// at post-setup-namespaces.
+	RootfsLate bool
 }
 
 // Restoring is a restore that StartRestore returned at setup-namespaces:
 // the restored root task and its namespaces exist (Pid is real). CRIU
 // goes on restoring the mount tree and is held at post-setup-namespaces,
-// before any other task, file or socket is restored (see hold).
+// before any other task, file or socket is restored (see hold), or, with
+// RootfsLate, is held at setup-namespaces already.
 type Restoring struct {
 	opts     RestoreOptions
 	stateDir string
@@ -117,9 +123,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (int, error) {
 }
 
 // StartRestore prepares the container (state dir, cgroup, rootfs
-// mountpoints) and starts CRIU, which it holds at post-setup-namespaces. It
-// returns at setup-namespaces, when the restored root's pid is known, or
-// with CRIU's error; a failed
+// mountpoints) and starts CRIU, which it holds at post-setup-namespaces (at
+// setup-namespaces with RootfsLate). It returns at setup-namespaces, when
+// the restored root's pid is known, or with CRIU's error; a failed
 // start leaves nothing behind. A container whose tree has no namespaces of
 // its own is restored completely here (CRIU sends no setup-namespaces).
 func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) {

@@ -82,6 +82,18 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 }
 
 func (r *Restoring) handler() *criu.Handlers {
+	h := r.handlers()
+	if r.opts.RootfsLate {
+		h.SetupNamespaces = func(ctx context.Context, pid int) error {
+			r.announce(ctx, pid)
+			return r.hold(ctx)
+		}
+		h.PostSetupNamespaces = nil
+	}
+	return h
+}
+
+func (r *Restoring) handlers() *criu.Handlers {
 	return &criu.Handlers{
 		Any: func(ctx context.Context, n *criu.Notification) error {
 			if n.Pid != 0 {
@@ -117,7 +129,10 @@ func (r *Restoring) announce(ctx context.Context, pid int) error {
 // mount tree while the caller goes from Create to Start; nothing it does
 // before this stage touches the network (the root task alone exists, no
 // file or socket is restored), so a caller that wires the network in
-// between still has it in place before any socket comes back.
+// between still has it in place before any socket comes back. A caller
+// that writes into the rootfs in between (RootfsLate) has CRIU held at
+// setup-namespaces instead: a mountpoint file it replaces while CRIU
+// mounts on it would fail the restore.
 func (r *Restoring) hold(ctx context.Context) error {
 	t := time.NewTimer(r.opts.HoldTimeout)
 	defer t.Stop()
@@ -125,7 +140,7 @@ func (r *Restoring) hold(ctx context.Context) error {
 	case err := <-r.release:
 		return err
 	case <-t.C:
-		return fmt.Errorf("held at post-setup-namespaces for %s without Finish or Abort", r.opts.HoldTimeout)
+		return fmt.Errorf("held for %s without Finish or Abort", r.opts.HoldTimeout)
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -78,4 +78,7 @@ type RestoreRequest struct {
 	Console func(master *os.File) error
 	// Monitor starts and waits criu: the shim's reaper.
 	Monitor runc.ProcessMonitor
+	// RootfsLate: the client writes into the rootfs between Create and
+	// Start (the CRI plugin does); CRIU must not mount on it before Start.
+	RootfsLate bool
 }

@@ -46,12 +46,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := rc.write(r.Bundle); err != nil {
 		return nil, toGRPC(err)
 	}
-	ownPid, err := ownsPidNS(r.Bundle)
+	facts, err := readSpecFacts(r.Bundle)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
 	c := &container{
-		id: r.ID, bundle: r.Bundle, runc: rc.newRunc(r.Bundle), ownPidNS: ownPid,
+		id: r.ID, bundle: r.Bundle, runc: rc.newRunc(r.Bundle), ownPidNS: facts.ownPidNS, madeByCRI: facts.madeByCRI,
 		ioUID: int(opts.IoUid), ioGID: int(opts.IoGid), execs: make(map[string]*process),
 	}
 	if len(r.Rootfs) > 0 {
@@ -198,6 +198,7 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 	req := RestoreRequest{
 		Root: c.runc.Root, ID: c.id, Runc: c.runc.Command, Bundle: c.bundle,
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
+		RootfsLate: c.madeByCRI,
 	}
 	if p.stdio.Terminal {
 		req.Console = newRestoredMasters(s.ctx, p.io, checkpoint).take

@@ -23,9 +23,12 @@ type container struct {
 	// ownPidNS: the kernel kills every process when the init dies, so the
 	// shim need not.
 	ownPidNS bool
-	ioUID    int
-	ioGID    int
-	init     *process
+	// madeByCRI: containerd's CRI plugin writes into the rootfs between a
+	// restore's Create and Start (RestoreRequest.RootfsLate).
+	madeByCRI bool
+	ioUID     int
+	ioGID     int
+	init      *process
 	// criuWork is the restore's CRIU work dir (its log is kept).
 	criuWork string
 

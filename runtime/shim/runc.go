@@ -132,24 +132,31 @@ func deleteContainer(ctx context.Context, r *runc.Runc, id string, force bool) e
 	return runtimeError(r, err, "runc delete")
 }
 
-// ownsPidNS reads config.json: does the container get a pid namespace of
-// its own?
-func ownsPidNS(bundle string) (bool, error) {
+// specFacts are what the shim reads from a bundle's config.json.
+type specFacts struct {
+	// ownPidNS: the container gets a pid namespace of its own.
+	ownPidNS bool
+	// madeByCRI: containerd's CRI plugin created the container.
+	madeByCRI bool
+}
+
+func readSpecFacts(bundle string) (specFacts, error) {
+	var f specFacts
 	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return false, err
+		return f, err
 	}
 	var spec specs.Spec
 	if err := json.Unmarshal(data, &spec); err != nil {
-		return false, fmt.Errorf("config.json: %w: %w", err, errdefs.ErrInvalidArgument)
+		return f, fmt.Errorf("config.json: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	if spec.Linux == nil {
-		return false, nil
-	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace {
-			return ns.Path == "", nil
+	_, f.madeByCRI = spec.Annotations[criContainerTypeAnnotation]
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.PIDNamespace {
+				f.ownPidNS = ns.Path == ""
+			}
 		}
 	}
-	return false, nil
+	return f, nil
 }

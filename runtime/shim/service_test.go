@@ -220,3 +220,28 @@ func TestCreateOptions(t *testing.T) {
 		t.Fatalf("runc root %s", rc.Root)
 	}
 }
+
+func TestReadSpecFacts(t *testing.T) {
+	tests := []struct {
+		name string
+		spec string
+		want specFacts
+	}{
+		{"own pid namespace", `{"linux": {"namespaces": [{"type": "pid"}]}}`, specFacts{ownPidNS: true}},
+		{"a pod's pid namespace", `{"linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}}`, specFacts{}},
+		{"made by the CRI plugin", `{"annotations": {"io.kubernetes.cri.container-type": "container"}, "linux": {}}`, specFacts{madeByCRI: true}},
+	}
+	for _, tt := range tests {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(tt.spec), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readSpecFacts(dir)
+		if err != nil || got != tt.want {
+			t.Errorf("%s: %+v, %v; want %+v", tt.name, got, err, tt.want)
+		}
+	}
+	if _, err := readSpecFacts(t.TempDir()); err == nil {
+		t.Error("a bundle without config.json")
+	}
+}
