@@ -152,6 +152,7 @@ func testBridgeCounter(t *testing.T, e *engine, rt runtimeCase) {
 			t.Fatalf("%s: eth0 inside the restored container has not %s:\n%s", name, ip, out)
 		}
 		e.ping(t, ip)
+		e.assertNetworkFiles(t, name, ip)
 		gateway := e.inspect(t, name, "{{.NetworkSettings.Gateway}}")
 		e.must(t, "exec", name, "ping", "-c", "1", "-W", "5", gateway)
 		out := e.must(t, "exec", name, "cat", "/tmp/count")
@@ -254,4 +255,26 @@ func testCorruptedCheckpoint(t *testing.T, e *engine, rt runtimeCase) {
 	}
 	e.must(t, "rm", "-f", name)
 	e.gone(t, name)
+}
+
+// assertNetworkFiles checks that the restored container reads the
+// /etc/hosts, /etc/resolv.conf and /etc/hostname Docker wrote for it
+// (Docker writes them while it wires the network, between task Create
+// and Start), and that /etc/hosts names its IP.
+func (e *engine) assertNetworkFiles(t *testing.T, name, ip string) {
+	t.Helper()
+	for file, field := range map[string]string{
+		"/etc/hosts": "{{.HostsPath}}", "/etc/resolv.conf": "{{.ResolvConfPath}}", "/etc/hostname": "{{.HostnamePath}}",
+	} {
+		host, err := os.ReadFile(e.inspect(t, name, field))
+		if err != nil {
+			t.Fatalf("%s: Docker's %s: %v", name, file, err)
+		}
+		if got := e.must(t, "exec", name, "cat", file); strings.TrimSpace(got) != strings.TrimSpace(string(host)) {
+			t.Fatalf("%s: %s inside the restored container:\n%s\nDocker's:\n%s", name, file, got, host)
+		}
+	}
+	if hosts := e.must(t, "exec", name, "cat", "/etc/hosts"); !strings.Contains(hosts, ip) {
+		t.Fatalf("%s: /etc/hosts lacks %s:\n%s", name, ip, hosts)
+	}
 }
