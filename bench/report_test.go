@@ -38,6 +38,9 @@ func TestMarkdown(t *testing.T) {
 	}{
 		{"summary row with the ratio of medians (165/110)", "| idle | checkpoint | 110 | 165 | 1.50 |"},
 		{"restore ratio (220/210)", "| idle | restore | 210 | 220 | 1.05 |"},
+		{"summary of minima (150/100)", "## Summary (minima, ms)"},
+		{"checkpoint ratio of minima (150/100)", "| idle | checkpoint | 100 | 150 | 1.50 |"},
+		{"restore ratio of minima (110/200)", "| idle | restore | 200 | 110 | 0.55 |"},
 		{"spread of a figure", "| checkpoint ms | 100 / 110 / 120 | 150 / 165 / 180 | 1.50 |"},
 		{"failed run on one line", "- idle / ckpt-shim rep 2: criu said no"},
 		{"no ratio against an absent target", "ckpt-shim / runc-shim |\n"},
