@@ -24,17 +24,7 @@ var counter = []string{"sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 
 func startCounter(t *testing.T, d *harness.Daemon, ctx context.Context, c client.Container) (client.Task, <-chan client.ExitStatus, *syncBuffer) {
 	t.Helper()
 	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, nil, out, nil, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	task, statusC := startTask(t, ctx, c, streams(d, nil, out, nil, false))
 	waitOutput(t, out, "\n5\n", 10*time.Second)
 	return task, statusC, out
 }
@@ -43,19 +33,9 @@ func startCounter(t *testing.T, d *harness.Daemon, ctx context.Context, c client
 func restoreTask(t *testing.T, d *harness.Daemon, ctx context.Context, c client.Container, opt client.NewTaskOpts) (client.Task, <-chan client.ExitStatus, *syncBuffer) {
 	t.Helper()
 	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, nil, out, nil, false), opt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	task, statusC := startTask(t, ctx, c, streams(d, nil, out, nil, false), opt)
 	if task.Pid() == 0 {
 		t.Error("restore: Create returned pid 0 (CRIU should be held with the root task's pid)")
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
 	}
 	return task, statusC, out
 }

@@ -118,6 +118,24 @@ func removeContainer(t *testing.T, d *harness.Daemon, c client.Container) {
 
 // streams is a cio creator for the given streams (pass untyped nil for
 // none), FIFOs under the daemon's dir.
+// startTask creates c's task (NewTask), waits for its exit (Wait) and
+// starts it, failing the test on any error.
+func startTask(t *testing.T, ctx context.Context, c client.Container, ioc cio.Creator, opts ...client.NewTaskOpts) (client.Task, <-chan client.ExitStatus) {
+	t.Helper()
+	task, err := c.NewTask(ctx, ioc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusC, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return task, statusC
+}
+
 func streams(d *harness.Daemon, stdin io.Reader, stdout, stderr io.Writer, terminal bool) cio.Creator {
 	opts := []cio.Opt{cio.WithFIFODir(filepath.Join(d.Dir, "fifo")), cio.WithStreams(stdin, stdout, stderr)}
 	if terminal {
@@ -187,16 +205,6 @@ func startTTYShell(t *testing.T, d *harness.Daemon, ctx context.Context) (client
 	stdin, typed := io.Pipe()
 	t.Cleanup(func() { typed.Close() })
 	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, stdin, out, nil, true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	task, statusC := startTask(t, ctx, c, streams(d, stdin, out, nil, true))
 	return c, task, statusC, typed, out
 }

@@ -34,19 +34,9 @@ func TestTaskRunExecKill(t *testing.T) {
 	topics := watchEvents(t, d, ctx, c.ID())
 
 	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, nil, out, out, false))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task, statusC := startTask(t, ctx, c, streams(d, nil, out, out, false))
 	if task.Pid() == 0 {
 		t.Fatal("Create returned pid 0")
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
 	}
 	waitOutput(t, out, "hello-from-init", 10*time.Second)
 	if st, err := task.Status(ctx); err != nil || st.Status != client.Running {
@@ -148,17 +138,7 @@ func TestTaskExitStatusAndOutput(t *testing.T) {
 	for i := range 5 {
 		c := newContainer(t, d, ctx, []string{"sh", "-c", fmt.Sprintf("echo out-%d; echo err-%d >&2; exit 7", i, i)})
 		out, errOut := &syncBuffer{}, &syncBuffer{}
-		task, err := c.NewTask(ctx, streams(d, nil, out, errOut, false))
-		if err != nil {
-			t.Fatal(err)
-		}
-		statusC, err := task.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
+		task, statusC := startTask(t, ctx, c, streams(d, nil, out, errOut, false))
 		if st := waitStatus(t, statusC, 10*time.Second); st.ExitCode() != 7 {
 			t.Errorf("run %d: exit status %d, want 7", i, st.ExitCode())
 		}
@@ -240,17 +220,7 @@ func TestTaskPauseResumeStats(t *testing.T) {
 	c := newContainer(t, d, ctx, []string{"sh", "-c", "while :; do echo tick; sleep 0.05; done"})
 	topics := watchEvents(t, d, ctx, c.ID())
 	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, nil, out, nil, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	task, statusC := startTask(t, ctx, c, streams(d, nil, out, nil, false))
 	waitOutput(t, out, "tick", 10*time.Second)
 	if err := task.Pause(ctx); err != nil {
 		t.Fatal(err)
@@ -319,17 +289,7 @@ func TestTaskStdinAndUpdate(t *testing.T) {
 	c := newContainer(t, d, ctx, []string{"cat"})
 	stdin, typed := io.Pipe()
 	out := &syncBuffer{}
-	task, err := c.NewTask(ctx, streams(d, stdin, out, nil, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	statusC, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	task, statusC := startTask(t, ctx, c, streams(d, stdin, out, nil, false))
 
 	limit := int64(123)
 	if err := task.Update(ctx, client.WithResources(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}})); err != nil {
