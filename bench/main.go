@@ -50,11 +50,18 @@ func main() {
 		strings.Join(targetOrder, ", "))
 	keep := flag.String("keep", "", "folder to keep each run's CRIU logs and statistics and containerd's log in (default: none)")
 	from := flag.String("from", "", "measure nothing: render the results.json of an earlier run into -out")
+	hostRun := flag.Bool("host-run", false, "measure with the host's /run as it is, also where it is not a tmpfs (CRIU then re-detects kernel features on every run)")
 	flag.Parse()
 	var err error
-	if *from != "" {
+	switch {
+	case *from != "":
 		err = rerender(*from, *out)
-	} else {
+	case !*hostRun:
+		if err = reexecOnPrivateRun(); err != nil {
+			break
+		}
+		fallthrough
+	default:
 		err = run(*out, *reps, parseSizes(*sizes), wanted(*only), *keep)
 	}
 	if err != nil {
@@ -88,6 +95,12 @@ func run(out string, reps int, sizes []int, want func(string) bool, keep string)
 		return fmt.Errorf("no target to run (targets: %s)", strings.Join(targetOrder, ", "))
 	}
 
+	// The first CRIU run of a boot detects the kernel's features and, where
+	// /run is a tmpfs, keeps them; no target should pay that in its first
+	// sample.
+	if criuPath, err := exec.LookPath("criu"); err == nil {
+		exec.Command(criuPath, "check").Run()
+	}
 	samples, err := measure(ctx, targets, workloads(sizes), reps, scratch, keep)
 	if err != nil {
 		return err
@@ -220,7 +233,7 @@ func environment() string {
 	runcV, _ := exec.Command("runc", "--version").Output()
 	ctrdV, _ := exec.Command("containerd", "--version").Output()
 	first := func(b []byte) string { return strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]) }
-	return fmt.Sprintf("Run %s on kernel %s, %d CPUs; criu %s; %s; %s; images on tmpfs.",
+	return fmt.Sprintf("Run %s on kernel %s, %d CPUs; criu %s; %s; %s; images on tmpfs; %s.",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), unix.ByteSliceToString(uts.Release[:]), runtime.NumCPU(),
-		strings.TrimPrefix(first(criuV), "Version: "), first(runcV), first(ctrdV))
+		strings.TrimPrefix(first(criuV), "Version: "), first(runcV), first(ctrdV), runState())
 }

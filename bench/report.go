@@ -305,7 +305,25 @@ func writeResults(dir string, samples []Sample, env string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(samples, env)), 0o644); err != nil {
 		return err
 	}
-	return chart(filepath.Join(dir, "memory.png"), samples)
+	chartPath := filepath.Join(dir, "memory.png")
+	if !hasMemoryWorkload(samples) {
+		// A run with -sizes "" has no size axis to plot; a stale chart
+		// from an earlier run would mislead, so it goes too.
+		if err := os.Remove(chartPath); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
+	}
+	return chart(chartPath, samples)
+}
+
+func hasMemoryWorkload(samples []Sample) bool {
+	for _, s := range samples {
+		if s.MemMiB > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // chart plots median checkpoint and restore time against memory size, a
