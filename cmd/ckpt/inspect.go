@@ -64,14 +64,21 @@ func printInfo(info *image.Info) {
 		if o.PreDump || o.ParentPath != "" {
 			fmt.Fprintf(w, "\tpre-dump=%t parent=%q\n", o.PreDump, o.ParentPath)
 		}
-		if o.LoopbackOnly {
+		switch {
+		case o.CRIUInNetNS:
+			fmt.Fprintf(w, "\tnetwork namespace: only lo, left out (criu ran in it), made new with lo up on restore\n")
+		case o.LoopbackOnly:
 			fmt.Fprintf(w, "\tnetwork namespace: only lo, dumped empty, lo brought up on restore\n")
 		}
 		if o.ExternalNetNS || o.ExternalPidNS {
 			fmt.Fprintf(w, "\texternal netns=%t pidns=%t\n", o.ExternalNetNS, o.ExternalPidNS)
 		}
 		for _, t := range m.FreshTmpfs {
-			fmt.Fprintf(w, "empty tmpfs	%s (%s; %s): not archived, mounted new on restore\n", strings.Join(t.Mountpoints, ", "), t.Flags, t.Data)
+			held := "empty"
+			if len(t.Entries) > 0 {
+				held = fmt.Sprintf("%d inodes, no data", len(t.Entries))
+			}
+			fmt.Fprintf(w, "recreated tmpfs	%s (%s; %s; %s): not archived, mounted new on restore\n", strings.Join(t.Mountpoints, ", "), t.Flags, t.Data, held)
 		}
 		if len(m.CgroupHierarchies) > 0 {
 			fmt.Fprintf(w, "cgroup yard	%s\n", strings.Join(m.CgroupHierarchies, " "))

@@ -57,7 +57,7 @@ func TestCLI(t *testing.T) {
 		t.Errorf("no dump statistics: %+v", info.Metadata)
 	}
 	if out, err := command(t, bin, "inspect", images).CombinedOutput(); err != nil || !strings.Contains(string(out), "complete") ||
-		!strings.Contains(string(out), "empty tmpfs") || !strings.Contains(string(out), "/dev/shm") {
+		!strings.Contains(string(out), "recreated tmpfs") || !strings.Contains(string(out), "/dev/shm") || !strings.Contains(string(out), "inodes, no data") {
 		t.Errorf("inspect (text): %v: %s", err, out)
 	}
 

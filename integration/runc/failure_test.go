@@ -87,18 +87,27 @@ func TestRestoreFailures(t *testing.T) {
 			want: []string{"criu RESTORE failed", "criu says"},
 		},
 		{
-			name: "an empty tmpfs with a mount flag ckpt does not know",
+			name: "a recreated tmpfs with a mount flag ckpt does not know",
 			prepare: func(t *testing.T, dir string) {
 				editFreshTmpfs(t, dir, func(ft *image.FreshTmpfs) { ft.Flags += ",bogus" })
 			},
 			want: []string{"unknown mount flag", "bogus"},
 		},
 		{
-			name: "an empty tmpfs the kernel refuses to mount",
+			name: "a recreated tmpfs the kernel refuses to mount",
 			prepare: func(t *testing.T, dir string) {
 				editFreshTmpfs(t, dir, func(ft *image.FreshTmpfs) { ft.Data = "size=lots" })
 			},
 			want: []string{"mount a new tmpfs", "size=lots"},
+		},
+		{
+			name: "a recreated tmpfs entry that leads out of it",
+			prepare: func(t *testing.T, dir string) {
+				editFreshTmpfs(t, dir, func(ft *image.FreshTmpfs) {
+					ft.Entries = append(ft.Entries, image.TmpfsEntry{Path: "../../escaped", Type: "file", Mode: 0o644})
+				})
+			},
+			want: []string{"entry \"../../escaped\"", "is not one ckpt recorded"},
 		},
 		{
 			name: "terminal image without a console",
@@ -258,7 +267,7 @@ func copyDir(t *testing.T, src string) string {
 	return dst
 }
 
-// editFreshTmpfs edits the first empty tmpfs ckpt.json records.
+// editFreshTmpfs edits the first recreated tmpfs ckpt.json records.
 func editFreshTmpfs(t *testing.T, dir string, edit func(*image.FreshTmpfs)) {
 	t.Helper()
 	md, err := image.ReadMetadataPath(dir)
@@ -266,7 +275,7 @@ func editFreshTmpfs(t *testing.T, dir string, edit func(*image.FreshTmpfs)) {
 		t.Fatal(err)
 	}
 	if len(md.FreshTmpfs) == 0 {
-		t.Fatal("the checkpoint left no empty tmpfs out")
+		t.Fatal("the checkpoint left no tmpfs out")
 	}
 	edit(&md.FreshTmpfs[0])
 	if err := image.WriteMetadata(dir, md); err != nil {

@@ -1,6 +1,7 @@
 package runc_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,12 +44,21 @@ func TestListeningSocket(t *testing.T) {
 		images := c.checkpoint(container.CheckpointOptions{})
 		// No CAP_NET_ADMIN, only lo: the namespace is dumped empty and
 		// the restore brings lo up, which httpd's 127.0.0.1 needs.
-		if md := readMetadata(t, images); !md.Options.LoopbackOnly || !md.Options.EmptyNetNS {
+		if md := readMetadata(t, images); !md.Options.LoopbackOnly || !md.Options.EmptyNetNS || !md.Options.CRIUInNetNS {
 			t.Fatalf("cycle %d: a loopback-only namespace was dumped with its contents: %+v", cycle, md.Options)
+		}
+		// criu ran inside the namespace, so CRIU left it out of the image.
+		if netns, _ := filepath.Glob(filepath.Join(images, "netns-*.img")); len(netns) > 0 {
+			t.Fatalf("cycle %d: the image holds a network namespace: %v", cycle, netns)
 		}
 		pid := c.restore(images, c.id)
 		if pid == before {
 			t.Fatalf("cycle %d: restore returned the old pid %d", cycle, pid)
+		}
+		// The restored tasks live in criu's namespace: a new one, never
+		// the host's.
+		if ns, host := nsLink(t, fmt.Sprint(pid), "net"), nsLink(t, "self", "net"); ns == host {
+			t.Fatalf("cycle %d: the restored container is in the host's network namespace %s", cycle, host)
 		}
 		if out := get(); !strings.Contains(out, "served-by-ckpt") {
 			t.Fatalf("cycle %d: the restored httpd does not answer on its socket: %q (log: %s)", cycle, out, tail(readFile(c.out)))

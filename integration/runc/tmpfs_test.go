@@ -2,6 +2,8 @@ package runc_test
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // tmpfsSpec adds an empty /run and a /data that gets a file, both tmpfs
@@ -48,9 +51,44 @@ func freshMountpoints(md *image.Metadata) []string {
 	return out
 }
 
-// TestEmptyTmpfs: an empty tmpfs is not archived but comes back new, with
-// the same mount flags and options; one with content is archived.
-func TestEmptyTmpfs(t *testing.T) {
+// devListing lists the inodes of the container's /dev as CRIU's archive
+// of it would keep them, one line each; mounts on it by name only.
+func devListing(t *testing.T, pid int) []string {
+	t.Helper()
+	root := "/proc/" + itoa(pid) + "/root/dev"
+	var top unix.Stat_t
+	if err := unix.Lstat(root, &top); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Dev != top.Dev {
+			out = append(out, rel+" (mount)")
+			return fs.SkipDir
+		}
+		target, _ := os.Readlink(p)
+		out = append(out, fmt.Sprintf("%s %o %d:%d rdev %d:%d %q mtime %d", rel, st.Mode, st.Uid, st.Gid,
+			unix.Major(st.Rdev), unix.Minor(st.Rdev), target, st.Mtim.Nano()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRecreatedTmpfs: a tmpfs that holds no data (an empty one, /dev with
+// its device nodes) is not archived but comes back new, with the same
+// mount flags, options and inodes; one with data is archived.
+func TestRecreatedTmpfs(t *testing.T) {
 	c := newCtr(t, tmpfsSpec)
 	c.start()
 	if out, err := c.exec("sh", "-c", "echo kept > /data/f"); err != nil {
@@ -58,6 +96,7 @@ func TestEmptyTmpfs(t *testing.T) {
 	}
 	_, pid := c.state(c.id)
 	before := tmpfsMounts(t, pid)
+	devBefore := devListing(t, pid)
 
 	images := c.checkpoint(container.CheckpointOptions{})
 	md, err := image.ReadMetadataPath(images)
@@ -65,15 +104,13 @@ func TestEmptyTmpfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := freshMountpoints(md)
-	for _, mp := range []string{"/run", "/dev/shm"} {
+	for _, mp := range []string{"/run", "/dev/shm", "/dev"} {
 		if !slices.Contains(fresh, mp) {
-			t.Errorf("empty %s was archived (fresh: %q)", mp, fresh)
+			t.Errorf("%s was archived (recreated: %q)", mp, fresh)
 		}
 	}
-	for _, mp := range []string{"/data", "/dev"} {
-		if slices.Contains(fresh, mp) {
-			t.Errorf("%s, which has content, was left out of the checkpoint", mp)
-		}
+	if slices.Contains(fresh, "/data") {
+		t.Errorf("/data, which holds data, was left out of the checkpoint")
 	}
 	// One archive for each tmpfs CRIU dumped: those mounted once and left
 	// in (a left-out superblock may have several mountpoints).
@@ -96,10 +133,13 @@ func TestEmptyTmpfs(t *testing.T) {
 			t.Errorf("%s: %q after restore, was %q", mp, after[mp], want)
 		}
 	}
+	if devAfter := devListing(t, pid); !slices.Equal(devAfter, devBefore) {
+		t.Errorf("/dev after restore:\n%s\nwas:\n%s", strings.Join(devAfter, "\n"), strings.Join(devBefore, "\n"))
+	}
 	if out, err := c.exec("cat", "/data/f"); err != nil || strings.TrimSpace(out) != "kept" {
 		t.Errorf("archived tmpfs content: %q, %v", out, err)
 	}
-	if out, err := c.exec("sh", "-c", "echo new > /run/f && cat /run/f && ls /dev/shm | wc -l"); err != nil || out != "new\n0\n" {
+	if out, err := c.exec("sh", "-c", "echo new > /run/f && cat /run/f && ls /dev/shm | wc -l && echo x > /dev/null && head -c 4 /dev/zero | wc -c"); err != nil || out != "new\n0\n4\n" {
 		t.Errorf("new tmpfs in the restored container: %q, %v", out, err)
 	}
 	paths := c.cgroupPaths(c.id)
@@ -107,36 +147,41 @@ func TestEmptyTmpfs(t *testing.T) {
 	c.assertGone(c.id, paths)
 }
 
-// TestEmptyTmpfsFilledBeforeFreeze: content written to an empty tmpfs
-// after ckpt looked and before the container froze is not lost: ckpt sees
-// it at the freeze and dumps again with the tmpfs archived.
-func TestEmptyTmpfsFilledBeforeFreeze(t *testing.T) {
+// TestRecreatedTmpfsChangedBeforeFreeze: a change to a tmpfs ckpt would
+// recreate, made after ckpt looked and before the container froze, is not
+// lost: ckpt sees it at the freeze and dumps again with the tmpfs
+// archived. Here an empty /run gets a file and /dev a symlink.
+func TestRecreatedTmpfsChangedBeforeFreeze(t *testing.T) {
 	c := newCtr(t, tmpfsSpec)
 	c.start()
-	filled := false
+	changed := false
 	images := c.checkpoint(container.CheckpointOptions{
 		OnStage: func(_ context.Context, stage criu.Stage, pid int) error {
-			if stage == criu.PreDump && !filled {
-				filled = true
-				return os.WriteFile("/proc/"+itoa(pid)+"/root/run/late", []byte("late\n"), 0o644)
+			if stage == criu.PreDump && !changed {
+				changed = true
+				root := "/proc/" + itoa(pid) + "/root"
+				if err := os.Symlink("null", root+"/dev/late"); err != nil {
+					return err
+				}
+				return os.WriteFile(root+"/run/late", []byte("late\n"), 0o644)
 			}
 			return nil
 		},
 	})
-	if !filled {
+	if !changed {
 		t.Fatal("pre-dump never came")
 	}
 	md, err := image.ReadMetadataPath(images)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fresh := freshMountpoints(md); slices.Contains(fresh, "/run") {
-		t.Fatalf("/run, filled before the freeze, was left out: %q", fresh)
+	if fresh := freshMountpoints(md); slices.Contains(fresh, "/run") || slices.Contains(fresh, "/dev") {
+		t.Fatalf("a tmpfs changed before the freeze was left out: %q", fresh)
 	}
 	last := c.last()
 	c.restore(images, c.id)
 	c.waitCount(last + 3)
-	if out, err := c.exec("cat", "/run/late"); err != nil || out != "late\n" {
-		t.Fatalf("content written before the freeze: %q, %v", out, err)
+	if out, err := c.exec("sh", "-c", "cat /run/late; readlink /dev/late"); err != nil || out != "late\nnull\n" {
+		t.Fatalf("changes made before the freeze: %q, %v", out, err)
 	}
 }

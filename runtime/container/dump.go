@@ -97,7 +97,7 @@ func (d *frozenDump) run(ctx context.Context, s *criu.Session, copts *rpc.CriuOp
 		if thaw, err = freezeFirst(ctx, d.st); err != nil {
 			return err
 		}
-		return checkStillEmpty(pid, d.md.FreshTmpfs)
+		return checkUnchanged(pid, d.md.FreshTmpfs)
 	}
 	return dump(ctx, s, copts, d.md, d.imgDir, d.statsDir, pid, stage, d.start)
 }

@@ -37,10 +37,23 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 	// The cgroup is made while criu starts up: criu waits for the request,
 	// which needs the cgroup's paths.
 	var roots []*rpc.CgroupRoot
+	if r.md.Options.CRIUInNetNS {
+		// The image has no network namespace: the restored tasks stay in
+		// criu's, a new one with lo up as it was.
+		if cc.SysProcAttr == nil {
+			cc.SysProcAttr = &unix.SysProcAttr{}
+		}
+		cc.SysProcAttr.Unshareflags |= unix.CLONE_NEWNET
+	}
 	cc.OnStart = func(pid int) error {
 		r.mu.Lock()
 		r.criuPid = pid
 		r.mu.Unlock()
+		if r.md.Options.CRIUInNetNS {
+			if err := loopbackUp(pid); err != nil {
+				return fmt.Errorf("bring lo up in criu's network namespace: %w", err)
+			}
+		}
 		var err error
 		if criuJoinsCgroup(r.cfg, r.md.Options.CgroupsMode) {
 			roots, err = joinCgroup(r.cg, r.cfg, pid)
@@ -101,7 +114,7 @@ func (r *Restoring) handlers() *criu.Handlers {
 			}
 			// Before any hook looks at the network: the namespace CRIU
 			// made empty gets the loopback it had (see loopbackOnly).
-			if n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly {
+			if n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly && !r.md.Options.CRIUInNetNS {
 				if err := loopbackUp(n.Pid); err != nil {
 					return err
 				}

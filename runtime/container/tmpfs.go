@@ -3,7 +3,6 @@ package container
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,18 +17,19 @@ import (
 
 // CRIU archives every tmpfs with tar and gzip at dump and unpacks it at
 // restore, ~4-5 ms a mount even when it holds nothing: runc's masked
-// directories, an unused /dev/shm or /run. ckpt dumps an empty tmpfs as an
-// external mount instead, and restore mounts a new empty tmpfs with the
-// same options in its place. Only what ckpt recreates exactly qualifies:
-// every mount of the superblock at its root, with the same flags, options
-// ckpt knows, no user namespace, no bind mount from the host. Emptiness is
-// checked before the request and again once the container is frozen.
+// directories, an unused /dev/shm or /run, /dev. ckpt dumps such a tmpfs
+// as an external mount instead, and restore mounts a new tmpfs with the
+// same options in its place, with the inodes it held (tmpfs_content.go).
+// Only what ckpt recreates exactly qualifies: every mount of the
+// superblock at its root, with the same flags, options ckpt knows, no
+// user namespace, no bind mount from the host, no data. The content is
+// looked at before the request and again once the container is frozen.
 
 // errTmpfsChanged is a tmpfs that got content between ckpt's look and the
 // freeze: the dump is redone with the content archived.
-var errTmpfsChanged = errors.New("an empty tmpfs got content before the container was frozen")
+var errTmpfsChanged = errors.New("a tmpfs ckpt recreates changed before the container was frozen")
 
-// freshTmpfsKeyPrefix marks ckpt's external keys of empty tmpfs mounts.
+// freshTmpfsKeyPrefix marks ckpt's external keys of recreated tmpfs mounts.
 const freshTmpfsKeyPrefix = "ckpt-tmpfs:"
 
 // mountFlags are the per-mount options ckpt recreates.
@@ -42,9 +42,13 @@ var mountFlags = map[string]uintptr{
 // tmpfsOptions are the superblock options ckpt passes on as they are.
 var tmpfsOptions = []string{"size", "nr_inodes", "mode", "uid", "gid", "inode64", "inode32", "huge", "mpol", "noswap"}
 
-// freshTmpfs lists the container's empty tmpfs superblocks that restore
-// can recreate, from its mount table.
-func freshTmpfs(pid int, cfg *configs.Config) ([]image.FreshTmpfs, error) {
+// capSysAdmin is CAP_SYS_ADMIN's bit in /proc/<pid>/status's Cap* masks.
+const capSysAdmin = 21
+
+// freshTmpfs lists the container's tmpfs superblocks that restore can
+// recreate, from its mount table; maskedFiles are runc's masked files,
+// binds of the container's /dev/null that the plan maps to the host's.
+func freshTmpfs(pid int, cfg *configs.Config, maskedFiles []string) ([]image.FreshTmpfs, error) {
 	if cfg.Namespaces.Contains(configs.NEWUSER) {
 		return nil, nil
 	}
@@ -64,9 +68,33 @@ func freshTmpfs(pid int, cfg *configs.Config) ([]image.FreshTmpfs, error) {
 			binds[relDest(resolve, m.Destination)] = true
 		}
 	}
-	return emptyTmpfs(mounts, binds, func(m *mountinfo.Info) (bool, error) {
-		return pristine(fmt.Sprintf("/proc/%d/root%s", pid, m.Mountpoint), m)
+	masked := map[string]bool{}
+	for _, m := range maskedFiles {
+		masked[relDest(resolve, m)] = true
+	}
+	// A mountpoint's hidden inode is recreated as runc makes one: only a
+	// process that can unmount what is on it could tell.
+	bounding, err := capBounding(pid)
+	if err != nil {
+		return nil, err
+	}
+	mayUnmount := bounding&(1<<capSysAdmin) != 0
+	return recreatableTmpfs(mounts, binds, masked, mayUnmount, func(m *mountinfo.Info, children map[string]bool) (tmpfsContent, bool, error) {
+		return lookAtTmpfs(pid, m.Mountpoint, m.VFSOptions, m.Major, m.Minor, children)
 	})
+}
+
+// lookAtTmpfs records the tmpfs mounted at mountpoint in the container of
+// pid; ok is false where ckpt cannot recreate it.
+func lookAtTmpfs(pid int, mountpoint, vfsOptions string, major, minor int, children map[string]bool) (_ tmpfsContent, ok bool, _ error) {
+	root, err := openTmpfsRoot(pid, mountpoint)
+	if err != nil {
+		return tmpfsContent{}, false, nil // gone, or reached through a symlink: CRIU archives it
+	}
+	defer root.Close()
+	mode, uid, gid := tmpfsRootAttrs(vfsOptions)
+	dev := unix.Mkdev(uint32(major), uint32(minor))
+	return readTmpfs(root, dev, mode, uid, gid, children)
 }
 
 func relDest(resolve func(string) string, dest string) string {
@@ -76,14 +104,20 @@ func relDest(resolve func(string) string, dest string) string {
 	return filepath.Clean(dest)
 }
 
-// emptyTmpfs groups mounts by tmpfs superblock and keeps the groups that
-// qualify; empty reports whether a mount is as a new tmpfs would be.
-func emptyTmpfs(mounts []*mountinfo.Info, binds map[string]bool, empty func(*mountinfo.Info) (bool, error)) ([]image.FreshTmpfs, error) {
+// tmpfsLook records a superblock's content at its first mount, given the
+// mounts on it (paths relative to it); false when ckpt cannot recreate it.
+type tmpfsLook func(m *mountinfo.Info, children map[string]bool) (tmpfsContent, bool, error)
+
+// recreatableTmpfs groups mounts by tmpfs superblock and keeps the groups
+// that qualify. Masked files, binds of one inode of /dev's tmpfs, are not
+// mounts of it as far as ckpt is concerned: the plan dumps them as
+// external already.
+func recreatableTmpfs(mounts []*mountinfo.Info, binds, masked map[string]bool, mayUnmount bool, look tmpfsLook) ([]image.FreshTmpfs, error) {
 	type sb struct{ major, minor int }
 	groups := map[sb][]*mountinfo.Info{}
 	var order []sb
 	for _, m := range mounts {
-		if m.FSType != "tmpfs" {
+		if m.FSType != "tmpfs" || (masked[m.Mountpoint] && m.Root != "/") {
 			continue
 		}
 		k := sb{m.Major, m.Minor}
@@ -95,10 +129,11 @@ func emptyTmpfs(mounts []*mountinfo.Info, binds map[string]bool, empty func(*mou
 	var out []image.FreshTmpfs
 	for _, k := range order {
 		g := groups[k]
-		if !recreatable(g, mounts, binds) {
+		children, ok := recreatable(g, mounts, binds, mayUnmount)
+		if !ok {
 			continue
 		}
-		ok, err := empty(g[0])
+		c, ok, err := look(g[0], children)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +142,7 @@ func emptyTmpfs(mounts []*mountinfo.Info, binds map[string]bool, empty func(*mou
 		}
 		t := image.FreshTmpfs{
 			Key: freshTmpfsKeyPrefix + g[0].Mountpoint, Flags: g[0].Options, Data: tmpfsData(g[0].VFSOptions),
-			Major: k.major, Minor: k.minor,
+			Entries: c.entries, RootMtimeNs: c.rootMtime, Major: k.major, Minor: k.minor,
 		}
 		for _, m := range g {
 			t.Mountpoints = append(t.Mountpoints, m.Mountpoint)
@@ -118,31 +153,42 @@ func emptyTmpfs(mounts []*mountinfo.Info, binds map[string]bool, empty func(*mou
 }
 
 // recreatable reports whether a superblock's mounts g can be replaced by
-// binds of one new tmpfs.
-func recreatable(g, all []*mountinfo.Info, binds map[string]bool) bool {
+// binds of one new tmpfs, and which mounts sit on it (relative paths).
+func recreatable(g, all []*mountinfo.Info, binds map[string]bool, mayUnmount bool) (map[string]bool, bool) {
+	children := map[string]bool{}
 	for _, m := range g {
 		if m.Root != "/" || m.Mountpoint == "/" || m.Optional != "" || m.Options != g[0].Options || binds[m.Mountpoint] {
-			return false
+			return nil, false
 		}
-		// Another mount on it or below it: an overmount, or content.
-		if slices.ContainsFunc(all, func(o *mountinfo.Info) bool {
-			return o != m && (o.Mountpoint == m.Mountpoint || strings.HasPrefix(o.Mountpoint, m.Mountpoint+"/"))
-		}) {
-			return false
+		for _, o := range all {
+			switch {
+			case o == m:
+			case o.Mountpoint == m.Mountpoint:
+				return nil, false // overmounted
+			case strings.HasPrefix(o.Mountpoint, m.Mountpoint+"/"):
+				// Mounts on it: one mount of the superblock only, and
+				// hidden inodes no process can uncover.
+				if len(g) > 1 || mayUnmount {
+					return nil, false
+				}
+				if o.Parent == m.ID {
+					children[strings.TrimPrefix(o.Mountpoint, m.Mountpoint+"/")] = true
+				}
+			}
 		}
 	}
 	for _, f := range strings.Split(g[0].Options, ",") {
 		if _, ok := mountFlags[f]; !ok {
-			return false
+			return nil, false
 		}
 	}
 	for _, o := range strings.Split(g[0].VFSOptions, ",") {
 		name, _, _ := strings.Cut(o, "=")
 		if name != "rw" && name != "ro" && !slices.Contains(tmpfsOptions, name) {
-			return false
+			return nil, false
 		}
 	}
-	return true
+	return children, true
 }
 
 // tmpfsData is the mount data of superblock options: all but rw/ro, which
@@ -155,33 +201,6 @@ func tmpfsData(vfsOptions string) string {
 		}
 	}
 	return strings.Join(keep, ",")
-}
-
-// pristine reports whether the directory at path is the root of the tmpfs
-// m and as a new mount with m's options would be: no entries, and the
-// mode and owner the options give (a chmod of the root is content too).
-func pristine(path string, m *mountinfo.Info) (bool, error) {
-	f, err := os.OpenFile(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false, nil // gone or not a directory: CRIU archives it
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Dev != unix.Mkdev(uint32(m.Major), uint32(m.Minor)) {
-		return false, nil
-	}
-	mode, uid, gid := tmpfsRootAttrs(m.VFSOptions)
-	if st.Mode&0o7777 != mode || st.Uid != uid || st.Gid != gid {
-		return false, nil
-	}
-	names, err := f.Readdirnames(1)
-	if errors.Is(err, io.EOF) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return len(names) == 0, nil
 }
 
 // tmpfsRootAttrs are the root directory's mode and owner a tmpfs with
@@ -208,20 +227,27 @@ func tmpfsRootAttrs(vfsOptions string) (mode, uid, gid uint32) {
 	return mode, uid, gid
 }
 
-// checkStillEmpty is the look again, once the container is frozen.
-func checkStillEmpty(pid int, ts []image.FreshTmpfs) error {
+// checkUnchanged is the look again, once the container is frozen.
+func checkUnchanged(pid int, ts []image.FreshTmpfs) error {
 	for _, t := range ts {
 		mp := t.Mountpoints[0]
-		m := &mountinfo.Info{Mountpoint: mp, VFSOptions: t.Data, Major: t.Major, Minor: t.Minor}
-		if ok, err := pristine(fmt.Sprintf("/proc/%d/root%s", pid, mp), m); err != nil || !ok {
+		children := map[string]bool{}
+		for _, e := range t.Entries {
+			if e.Mountpoint {
+				children[e.Path] = true
+			}
+		}
+		now, ok, err := lookAtTmpfs(pid, mp, t.Data, t.Major, t.Minor, children)
+		if err != nil || !ok || !now.equal(tmpfsContent{t.Entries, t.RootMtimeNs}) {
 			return fmt.Errorf("%w: %s", errTmpfsChanged, mp)
 		}
 	}
 	return nil
 }
 
-// mountFreshTmpfs mounts, on a new directory dir, an empty tmpfs as t
-// describes, private so that nothing propagates from or to it.
+// mountFreshTmpfs mounts, on a new directory dir, a tmpfs as t describes,
+// with the inodes it held, private so that nothing propagates from or to
+// it.
 func mountFreshTmpfs(dir string, t image.FreshTmpfs) error {
 	var flags uintptr
 	for _, f := range strings.Split(t.Flags, ",") {
@@ -241,6 +267,10 @@ func mountFreshTmpfs(dir string, t image.FreshTmpfs) error {
 	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
 		unmountCriuRoot(dir)
 		return fmt.Errorf("make %s private: %w", dir, err)
+	}
+	if err := populateTmpfs(dir, t); err != nil {
+		unmountCriuRoot(dir)
+		return err
 	}
 	return nil
 }

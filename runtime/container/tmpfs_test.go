@@ -2,71 +2,91 @@ package container
 
 import (
 	"errors"
-	"os"
+	"maps"
 	"slices"
 	"testing"
 
+	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/moby/sys/mountinfo"
-	"golang.org/x/sys/unix"
 )
 
-// containerMounts is a runc container's mount table: /dev (with content),
-// an empty /dev/shm, runc's masked dirs sharing one read-only tmpfs, and a
-// masked file bound from /dev's tmpfs.
+// containerMounts is a runc container's mount table: /dev with /dev/pts
+// and an empty /dev/shm on it, runc's masked dirs sharing one read-only
+// tmpfs, and a masked file bound from /dev's tmpfs.
 func containerMounts() []*mountinfo.Info {
 	return []*mountinfo.Info{
-		{Mountpoint: "/", Root: "/rootfs", FSType: "ext4", Major: 254},
-		{Mountpoint: "/dev", Root: "/", FSType: "tmpfs", Minor: 49, Options: "rw,nosuid", VFSOptions: "rw,size=65536k,mode=755"},
-		{Mountpoint: "/dev/pts", Root: "/", FSType: "devpts", Minor: 50},
-		{Mountpoint: "/dev/shm", Root: "/", FSType: "tmpfs", Minor: 51, Options: "rw,nosuid,nodev,noexec,relatime", VFSOptions: "rw,size=65536k"},
-		{Mountpoint: "/proc/acpi", Root: "/", FSType: "tmpfs", Minor: 54, Options: "ro,relatime", VFSOptions: "ro,size=4k,nr_inodes=1"},
-		{Mountpoint: "/proc/keys", Root: "/null", FSType: "tmpfs", Minor: 49, Options: "rw,nosuid", VFSOptions: "rw,size=65536k,mode=755"},
-		{Mountpoint: "/sys/firmware", Root: "/", FSType: "tmpfs", Minor: 54, Options: "ro,relatime", VFSOptions: "ro,size=4k,nr_inodes=1"},
+		{ID: 1, Mountpoint: "/", Root: "/rootfs", FSType: "ext4", Major: 254},
+		{ID: 2, Parent: 1, Mountpoint: "/dev", Root: "/", FSType: "tmpfs", Minor: 49, Options: "rw,nosuid", VFSOptions: "rw,size=65536k,mode=755"},
+		{ID: 3, Parent: 2, Mountpoint: "/dev/pts", Root: "/", FSType: "devpts", Minor: 50},
+		{ID: 4, Parent: 2, Mountpoint: "/dev/shm", Root: "/", FSType: "tmpfs", Minor: 51, Options: "rw,nosuid,nodev,noexec,relatime", VFSOptions: "rw,size=65536k"},
+		{ID: 5, Parent: 1, Mountpoint: "/proc/acpi", Root: "/", FSType: "tmpfs", Minor: 54, Options: "ro,relatime", VFSOptions: "ro,size=4k,nr_inodes=1"},
+		{ID: 6, Parent: 1, Mountpoint: "/proc/keys", Root: "/null", FSType: "tmpfs", Minor: 49, Options: "rw,nosuid", VFSOptions: "rw,size=65536k,mode=755"},
+		{ID: 7, Parent: 1, Mountpoint: "/sys/firmware", Root: "/", FSType: "tmpfs", Minor: 54, Options: "ro,relatime", VFSOptions: "ro,size=4k,nr_inodes=1"},
 	}
 }
 
-func TestEmptyTmpfs(t *testing.T) {
+func TestRecreatableTmpfs(t *testing.T) {
+	masked := map[string]bool{"/proc/keys": true}
 	tests := []struct {
-		name  string
-		edit  func([]*mountinfo.Info) []*mountinfo.Info
-		binds map[string]bool
-		full  []string // mountpoints with content
-		want  [][]string
+		name       string
+		edit       func([]*mountinfo.Info) []*mountinfo.Info
+		binds      map[string]bool
+		masked     map[string]bool
+		mayUnmount bool
+		refused    []string // mountpoints look says ckpt cannot recreate
+		want       [][]string
 	}{
-		{name: "runc's masked dirs and /dev/shm", want: [][]string{{"/dev/shm"}, {"/proc/acpi", "/sys/firmware"}}},
-		{name: "content", full: []string{"/dev/shm"}, want: [][]string{{"/proc/acpi", "/sys/firmware"}}},
-		{name: "a bind mount of a host tmpfs", binds: map[string]bool{"/dev/shm": true}, want: [][]string{{"/proc/acpi", "/sys/firmware"}}},
+		{name: "runc's container", masked: masked, want: [][]string{{"/dev"}, {"/dev/shm"}, {"/proc/acpi", "/sys/firmware"}}},
+		{name: "content ckpt cannot recreate", masked: masked, refused: []string{"/dev/shm"}, want: [][]string{{"/dev"}, {"/proc/acpi", "/sys/firmware"}}},
 		{
-			name: "mounts of one superblock with other flags",
+			name: "mounts on a tmpfs where a process may unmount them", masked: masked, mayUnmount: true,
+			want: [][]string{{"/dev/shm"}, {"/proc/acpi", "/sys/firmware"}},
+		},
+		{
+			// Not one of runc's masked files: a bind of a part of /dev.
+			name: "a file of /dev's tmpfs bound elsewhere",
+			want: [][]string{{"/dev/shm"}, {"/proc/acpi", "/sys/firmware"}},
+		},
+		{name: "a bind mount of a host tmpfs", masked: masked, binds: map[string]bool{"/dev/shm": true}, want: [][]string{{"/dev"}, {"/proc/acpi", "/sys/firmware"}}},
+		{
+			name: "mounts of one superblock with other flags", masked: masked,
 			edit: func(m []*mountinfo.Info) []*mountinfo.Info { m[6].Options = "ro,nosuid,relatime"; return m },
-			want: [][]string{{"/dev/shm"}},
+			want: [][]string{{"/dev"}, {"/dev/shm"}},
 		},
 		{
-			name: "a subdirectory bound elsewhere",
+			name: "a subdirectory bound elsewhere", masked: masked,
 			edit: func(m []*mountinfo.Info) []*mountinfo.Info { m[6].Root = "/x"; return m },
-			want: [][]string{{"/dev/shm"}},
+			want: [][]string{{"/dev"}, {"/dev/shm"}},
 		},
 		{
-			name: "overmounted",
+			name: "a mount on one of several mounts of a superblock", masked: masked,
 			edit: func(m []*mountinfo.Info) []*mountinfo.Info {
-				return append(m, &mountinfo.Info{Mountpoint: "/dev/shm", Root: "/", FSType: "tmpfs", Minor: 60, Options: "rw", VFSOptions: "rw"})
+				return append(m, &mountinfo.Info{ID: 8, Parent: 5, Mountpoint: "/proc/acpi/x", Root: "/", FSType: "proc"})
 			},
-			want: [][]string{{"/proc/acpi", "/sys/firmware"}},
+			want: [][]string{{"/dev"}, {"/dev/shm"}},
 		},
 		{
-			name: "shared with the host",
+			name: "overmounted", masked: masked,
+			edit: func(m []*mountinfo.Info) []*mountinfo.Info {
+				return append(m, &mountinfo.Info{ID: 8, Parent: 4, Mountpoint: "/dev/shm", Root: "/", FSType: "tmpfs", Minor: 60, Options: "rw", VFSOptions: "rw"})
+			},
+			// /dev/shm's tmpfs is hidden; /dev only has a mount on it.
+			want: [][]string{{"/dev"}, {"/proc/acpi", "/sys/firmware"}},
+		},
+		{
+			name: "shared with the host", masked: masked,
 			edit: func(m []*mountinfo.Info) []*mountinfo.Info { m[3].Optional = "master:1"; return m },
-			want: [][]string{{"/proc/acpi", "/sys/firmware"}},
+			want: [][]string{{"/dev"}, {"/proc/acpi", "/sys/firmware"}},
 		},
 		{
-			name: "an option ckpt does not know",
+			name: "an option ckpt does not know", masked: masked,
 			edit: func(m []*mountinfo.Info) []*mountinfo.Info { m[3].VFSOptions += ",seclabel"; return m },
-			want: [][]string{{"/proc/acpi", "/sys/firmware"}},
+			want: [][]string{{"/dev"}, {"/proc/acpi", "/sys/firmware"}},
 		},
 		{
-			name: "a flag ckpt does not know",
+			name: "a flag ckpt does not know", masked: masked,
 			edit: func(m []*mountinfo.Info) []*mountinfo.Info { m[3].Options += ",nosymfollow"; return m },
-			want: [][]string{{"/proc/acpi", "/sys/firmware"}},
+			want: [][]string{{"/dev"}, {"/proc/acpi", "/sys/firmware"}},
 		},
 	}
 	for _, tt := range tests {
@@ -75,8 +95,8 @@ func TestEmptyTmpfs(t *testing.T) {
 			if tt.edit != nil {
 				mounts = tt.edit(mounts)
 			}
-			got, err := emptyTmpfs(mounts, tt.binds, func(m *mountinfo.Info) (bool, error) {
-				return m.Mountpoint != "/dev" && !slices.Contains(tt.full, m.Mountpoint), nil
+			got, err := recreatableTmpfs(mounts, tt.binds, tt.masked, tt.mayUnmount, func(m *mountinfo.Info, children map[string]bool) (tmpfsContent, bool, error) {
+				return tmpfsContent{}, !slices.Contains(tt.refused, m.Mountpoint), nil
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -89,17 +109,45 @@ func TestEmptyTmpfs(t *testing.T) {
 				}
 			}
 			if !slices.EqualFunc(mps, tt.want, slices.Equal) {
-				t.Fatalf("left out %q, want %q", mps, tt.want)
+				t.Fatalf("recreated %q, want %q", mps, tt.want)
 			}
 		})
 	}
+}
 
-	got, _ := emptyTmpfs(containerMounts(), nil, func(*mountinfo.Info) (bool, error) { return true, nil })
-	if g := got[len(got)-1]; g.Flags != "ro,relatime" || g.Data != "size=4k,nr_inodes=1" {
-		t.Fatalf("masked dirs recorded as %q / %q", g.Flags, g.Data)
+// TestRecreatableTmpfsRecords: what the look is given and what ends up in
+// ckpt.json.
+func TestRecreatableTmpfsRecords(t *testing.T) {
+	looked := map[string][]string{}
+	dev := []image.TmpfsEntry{{Path: "null", Type: "char", Mode: 0o666, Major: 1, Minor: 3, MtimeNs: 7}}
+	got, err := recreatableTmpfs(containerMounts(), nil, map[string]bool{"/proc/keys": true}, false, func(m *mountinfo.Info, children map[string]bool) (tmpfsContent, bool, error) {
+		looked[m.Mountpoint] = slices.Sorted(maps.Keys(children))
+		if m.Mountpoint == "/dev" {
+			return tmpfsContent{entries: dev, rootMtime: 9}, true, nil
+		}
+		return tmpfsContent{}, true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only mounts right on it are /dev's children; the masked file is no
+	// mount of /dev's superblock as far as the look is concerned.
+	if want := []string{"pts", "shm"}; !slices.Equal(looked["/dev"], want) {
+		t.Errorf("/dev looked at with children %q, want %q", looked["/dev"], want)
+	}
+	if len(looked["/dev/shm"]) != 0 || len(looked) != 3 {
+		t.Errorf("looked at %v", looked)
+	}
+	if g := got[0]; g.Mountpoints[0] != "/dev" || !slices.Equal(g.Entries, dev) || g.RootMtimeNs != 9 || g.Flags != "rw,nosuid" || g.Data != "size=65536k,mode=755" {
+		t.Errorf("/dev recorded as %+v", g)
+	}
+	if g := got[2]; g.Flags != "ro,relatime" || g.Data != "size=4k,nr_inodes=1" || len(g.Entries) != 0 {
+		t.Errorf("masked dirs recorded as %+v", g)
 	}
 	boom := errors.New("boom")
-	if _, err := emptyTmpfs(containerMounts(), nil, func(*mountinfo.Info) (bool, error) { return false, boom }); !errors.Is(err, boom) {
+	if _, err := recreatableTmpfs(containerMounts(), nil, nil, false, func(*mountinfo.Info, map[string]bool) (tmpfsContent, bool, error) {
+		return tmpfsContent{}, false, boom
+	}); !errors.Is(err, boom) {
 		t.Fatalf("error looking at a mount: %v", err)
 	}
 }
@@ -120,47 +168,3 @@ func TestTmpfsRootAttrs(t *testing.T) {
 		}
 	}
 }
-
-// TestPristine looks at real directories: only an empty one with the
-// options' mode and owner is as a new tmpfs would be.
-func TestPristine(t *testing.T) {
-	dir := t.TempDir()
-	st := statOf(t, dir)
-	m := &mountinfo.Info{Major: int(major(st.Dev)), Minor: int(minor(st.Dev)), VFSOptions: "rw,mode=700"}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := pristine(dir, m); !ok || err != nil {
-		t.Fatalf("empty dir: %v, %v", ok, err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := pristine(dir, m); ok {
-		t.Fatal("a chmod'ed root passed for new")
-	}
-	os.Chmod(dir, 0o700)
-	if err := os.WriteFile(dir+"/f", nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := pristine(dir, m); ok {
-		t.Fatal("a dir with a file passed for empty")
-	}
-	m.Minor++
-	os.Remove(dir + "/f")
-	if ok, _ := pristine(dir, m); ok {
-		t.Fatal("a dir on another device passed")
-	}
-}
-
-func statOf(t *testing.T, p string) *unix.Stat_t {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		t.Fatal(err)
-	}
-	return &st
-}
-
-func major(dev uint64) uint32 { return unix.Major(dev) }
-func minor(dev uint64) uint32 { return unix.Minor(dev) }

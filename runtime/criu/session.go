@@ -44,6 +44,10 @@ type Config struct {
 	// Monitor starts and waits criu. A containerd shim, whose reaper reaps
 	// every child, must pass its reaper here; nil uses go-runc's default.
 	Monitor runc.ProcessMonitor
+	// NetNS is a network namespace (a path such as /proc/PID/ns/net) for
+	// criu to run in instead of ours. CRIU leaves the namespace it runs in
+	// out of a dump: no links, routes or netfilter tables are read.
+	NetNS string
 }
 
 // InheritFD is criu's descriptor number for Config.ExtraFiles[i].
@@ -105,8 +109,22 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	// Pdeathsig fires when the forking thread dies, not the process: keep
 	// the fork on a thread the runtime will not retire meanwhile.
 	runtime.LockOSThread()
-	ec, err := mon.Start(cmd)
-	runtime.UnlockOSThread()
+	var ec chan runc.Exit
+	err = forkIn(cfg.NetNS, func() (err error) {
+		ec, err = mon.Start(cmd)
+		return err
+	})
+	if errors.Is(err, errStuckInNetNS) {
+		// This thread stays in criu's namespace: it stays locked, so that
+		// it dies with this goroutine instead of running others, and criu
+		// goes.
+		if ec != nil {
+			cmd.Process.Kill()
+			mon.Wait(cmd, ec)
+		}
+	} else {
+		runtime.UnlockOSThread()
+	}
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("start %s swrk: %w", path, err)
@@ -173,6 +191,11 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 			nlog.Debug("criu notification")
 			ans, herr := h.Notify(ctx, n)
 			closeAll(n.files)
+			if ctx.Err() != nil {
+				// The caller gave up while the handler ran: criu goes now,
+				// whatever the read deadline has seen of it yet.
+				return nil, s.fail(ctx, &Error{Request: want.String(), Stage: stage, Handler: herr})
+			}
 			reply := &rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: ptr(herr == nil)}
 			if herr == nil && ans != nil && len(ans.External) > 0 {
 				// images_dir_fd is required by the protocol; CRIU reads only

@@ -128,7 +128,7 @@ func TestDescriptorsRoundTrip(t *testing.T) {
 
 func sampleMetadata() *Metadata {
 	return &Metadata{
-		FormatVersion: FormatVersion, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		FormatVersion: 1, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		ContainerID: "c1", CRIUVersion: "4.1.1", CRIUVersionInt: 40101, RuncVersion: "1.5.2",
 		Options:           Options{TCPEstablished: true, FileLocks: true, EmptyNetNS: true, CgroupsMode: "soft", ExternalNetNS: true},
 		Terminal:          true,
@@ -168,6 +168,38 @@ func TestMetadataRoundTrip(t *testing.T) {
 	}
 	if strings.Contains(string(data), "54") {
 		t.Errorf("device numbers recorded: %s", data)
+	}
+}
+
+// TestMetadataFormatVersion: an image is written with the oldest version
+// that holds it; what a version-1 reader would restore wrong needs 2.
+func TestMetadataFormatVersion(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Metadata)
+		want int
+	}{
+		{name: "nothing new", edit: func(*Metadata) {}, want: 1},
+		{name: "criu in the network namespace", edit: func(m *Metadata) { m.Options.CRIUInNetNS = true }, want: 2},
+		{name: "a tmpfs with inodes", edit: func(m *Metadata) {
+			m.FreshTmpfs[0].Entries = []TmpfsEntry{{Path: "null", Type: "char", Mode: 0o666, Major: 1, Minor: 3}}
+		}, want: 2},
+	}
+	for _, tt := range tests {
+		m := sampleMetadata()
+		m.FormatVersion = 0
+		tt.edit(m)
+		dir := t.TempDir()
+		if err := WriteMetadata(dir, m); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadMetadataPath(dir)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got.FormatVersion != tt.want {
+			t.Errorf("%s: format version %d, want %d", tt.name, got.FormatVersion, tt.want)
+		}
 	}
 }
 

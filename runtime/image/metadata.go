@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -12,9 +13,11 @@ import (
 // image dir without it is an incomplete (or foreign) checkpoint.
 const MetadataFile = "ckpt.json"
 
-// FormatVersion is the version of ckpt.json this ckpt writes; it reads
-// this one and older ones.
-const FormatVersion = 1
+// FormatVersion is the newest version of ckpt.json this ckpt reads and
+// writes. Version 2 brought criu_in_net_ns and the entries of a recreated
+// tmpfs: a ckpt that reads only version 1 would restore such an image
+// into its own network namespace, or with an empty /dev.
+const FormatVersion = 2
 
 // MaxMetadataSize caps ckpt.json when reading it.
 const MaxMetadataSize = 1 << 20
@@ -66,10 +69,15 @@ type Options struct {
 	// LoopbackOnly: the container's own network namespace held only an up
 	// lo the container could not change (no CAP_NET_ADMIN); it was dumped
 	// empty (EmptyNetNS) and restore brings lo up.
-	LoopbackOnly bool   `json:"loopback_only,omitempty"`
-	CgroupsMode  string `json:"cgroups_mode,omitempty"`
-	ParentPath   string `json:"parent_path,omitempty"`
-	PreDump      bool   `json:"pre_dump,omitempty"`
+	LoopbackOnly bool `json:"loopback_only,omitempty"`
+	// CRIUInNetNS: with LoopbackOnly, criu ran inside the container's
+	// network namespace, so the image holds no network namespace at all
+	// (CRIU reads no links, routes or netfilter tables of the namespace
+	// it runs in), and restore starts criu in a new one with lo up.
+	CRIUInNetNS bool   `json:"criu_in_net_ns,omitempty"`
+	CgroupsMode string `json:"cgroups_mode,omitempty"`
+	ParentPath  string `json:"parent_path,omitempty"`
+	PreDump     bool   `json:"pre_dump,omitempty"`
 	// ExternalNetNS and ExternalPidNS: the namespace was the spec's path
 	// and was not dumped; restore needs a namespace there again.
 	ExternalNetNS bool `json:"external_net_ns,omitempty"`
@@ -86,9 +94,39 @@ type FreshTmpfs struct {
 	// superblock's ("size=65536k,mode=755"), both as in mountinfo.
 	Flags string `json:"flags"`
 	Data  string `json:"data,omitempty"`
+	// Entries are what it held, in the order restore creates them again
+	// (a directory before what is in it); none for most. RootMtimeNs is
+	// the root directory's modification time when there are entries.
+	Entries     []TmpfsEntry `json:"entries,omitempty"`
+	RootMtimeNs int64        `json:"root_mtime_ns,omitempty"`
 	// Major and Minor are the superblock's device while checkpointing;
 	// they mean nothing afterwards and are not recorded.
 	Major, Minor int `json:"-"`
+}
+
+// TmpfsEntry is one inode of a recreated tmpfs: a directory, a device
+// node, a symlink, a fifo or an empty file, as /dev holds them.
+type TmpfsEntry struct {
+	// Path is relative to the tmpfs's root, without "..".
+	Path string `json:"path"`
+	// Type is dir, file, symlink, char, block or fifo.
+	Type string `json:"type"`
+	// Mode holds the permission bits with setuid, setgid and sticky.
+	Mode uint32 `json:"mode"`
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	// Major and Minor of a device node.
+	Major uint32 `json:"major,omitempty"`
+	Minor uint32 `json:"minor,omitempty"`
+	// Target of a symlink.
+	Target string `json:"target,omitempty"`
+	// MtimeNs is the modification time; zero for a mountpoint, whose
+	// own inode the mount on it hides.
+	MtimeNs int64 `json:"mtime_ns,omitempty"`
+	// Mountpoint: another mount sits on it; it is made as runc makes a
+	// mountpoint (mode 0755, root's), and the mount's content is that
+	// mount's business.
+	Mountpoint bool `json:"mountpoint,omitempty"`
 }
 
 // WindowSize of the container's terminal.
@@ -116,9 +154,20 @@ type Timings struct {
 	TotalMs            int64 `json:"total_ms"`
 }
 
-// Encode returns ckpt.json's bytes.
+// Encode returns ckpt.json's bytes, with the oldest format version that
+// holds everything m says, so that an older ckpt restores what it can
+// restore right and refuses the rest.
 func (m *Metadata) Encode() ([]byte, error) {
-	return json.MarshalIndent(m, "", "  ")
+	c := *m
+	c.FormatVersion = c.neededVersion()
+	return json.MarshalIndent(&c, "", "  ")
+}
+
+func (m *Metadata) neededVersion() int {
+	if m.Options.CRIUInNetNS || slices.ContainsFunc(m.FreshTmpfs, func(t FreshTmpfs) bool { return len(t.Entries) > 0 }) {
+		return 2
+	}
+	return 1
 }
 
 // WriteMetadata writes ckpt.json into the image dir atomically.
