@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -136,7 +137,12 @@ func (t *ctrdTarget) Run(ctx context.Context, w Workload, dir string) (s Sample,
 		return s, fmt.Errorf("restored task: %w", err)
 	}
 	var hwm int64
-	s.ShimRSS, hwm, s.ShimAnonRSS = memOfAnon(shimPid(t.d.Address, id))
+	shim := shimPid(t.d.Address, id)
+	s.ShimRSS, hwm, s.ShimAnonRSS = memOfAnon(shim)
+	// For -keep: where the shim's resident pages are, mapping by mapping.
+	if smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", shim)); err == nil {
+		os.WriteFile(filepath.Join(dir, "shim-smaps"), smaps, 0o644)
+	}
 	s.ShimPeakRSS = max(s.ShimPeakRSS, hwm)
 	_, s.Restored = readStats(restoreWork)
 	if err := task.Kill(ctx, syscall.SIGKILL); err != nil {

@@ -149,6 +149,7 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	// prepared and CRIU starts, and CRIU is asked to restore only once it
 	// passed.
 	go func() { r.runcChecked <- runcstate.CheckVersion(ctx, opts.Runc) }()
+	go warmCgroupMigration()
 	cc, err := r.prepare(ctx)
 	if err != nil {
 		r.cleanup(ctx, true)
