@@ -69,6 +69,7 @@ func (t *ctrdTarget) Run(ctx context.Context, w Workload, dir string) (s Sample,
 
 	first := newConsole()
 	defer first.Close()
+	t0 := time.Now()
 	task, err := c.NewTask(ctx, t.stdio(w, first))
 	if err != nil {
 		return s, fmt.Errorf("new task: %w", err)
@@ -80,6 +81,7 @@ func (t *ctrdTarget) Run(ctx context.Context, w Workload, dir string) (s Sample,
 	if err := task.Start(ctx); err != nil {
 		return s, fmt.Errorf("start: %w", err)
 	}
+	s.NewTask = time.Since(t0)
 	if err := ready(ctx, w, first); err != nil {
 		return s, err
 	}
@@ -87,7 +89,7 @@ func (t *ctrdTarget) Run(ctx context.Context, w Workload, dir string) (s Sample,
 	// CRIU writes its statistics into the work dir, next to its log.
 	images, work, restoreWork := filepath.Join(dir, "images"), filepath.Join(dir, "work"), filepath.Join(dir, "work-restore")
 	t.clock.reset()
-	t0 := time.Now()
+	t0 = time.Now()
 	ci, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(images), exitAfter(work))
 	s.Checkpoint = time.Since(t0)
 	s.RPC = &RPCTimes{Pause: t.clock.get("Pause"), Checkpoint: t.clock.get("Checkpoint"), Resume: t.clock.get("Resume")}

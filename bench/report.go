@@ -71,6 +71,7 @@ var figures = []figure{
 	{"restore ms", ms(func(s Sample) float64 { return msOf(s.Restore) })},
 	{"task service checkpoint ms", rpcFig(func(r *RPCTimes) time.Duration { return r.Checkpoint })},
 	{"task service restore ms (create+start)", rpcFig(func(r *RPCTimes) time.Duration { return r.Create + r.Start })},
+	{"new task ms (create+start, no checkpoint)", func(s Sample) (float64, bool) { return msOf(s.NewTask), s.NewTask > 0 }},
 	{"criu freezing ms", dumpFig(func(d *DumpStats) float64 { return float64(d.Freezing) / 1000 })},
 	{"criu frozen ms", dumpFig(func(d *DumpStats) float64 { return float64(d.Frozen) / 1000 })},
 	{"criu memdump ms", dumpFig(func(d *DumpStats) float64 { return float64(d.Memdump) / 1000 })},

@@ -20,6 +20,10 @@ type Sample struct {
 	// running again.
 	Checkpoint time.Duration `json:"checkpoint_ns"`
 	Restore    time.Duration `json:"restore_ns"`
+	// NewTask is the workload's first start, before any checkpoint:
+	// request to the task running, where a runtime creates and starts
+	// tasks (the shims).
+	NewTask time.Duration `json:"new_task_ns,omitempty"`
 	// RPC is how long the runtime itself took, where a client stands
 	// between the caller and the runtime (containerd's task service).
 	RPC *RPCTimes `json:"rpc,omitempty"`

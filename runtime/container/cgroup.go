@@ -6,12 +6,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/cgroups"
@@ -122,7 +122,7 @@ func cgroupPathOf(dir, ctrl string, mounts []*mountinfo.Info) (string, error) {
 		if dir != m.Mountpoint && !strings.HasPrefix(dir, m.Mountpoint+"/") {
 			continue
 		}
-		if !holdsController(m, ctrl) || (best != nil && len(best.Mountpoint) >= len(m.Mountpoint)) {
+		if !cgroupfs.HoldsController(m, ctrl) || (best != nil && len(best.Mountpoint) >= len(m.Mountpoint)) {
 			continue
 		}
 		best = m
@@ -131,14 +131,6 @@ func cgroupPathOf(dir, ctrl string, mounts []*mountinfo.Info) (string, error) {
 		return "", fmt.Errorf("cgroup %s: no %q hierarchy mounted above it", dir, ctrl)
 	}
 	return path.Join("/", best.Root, strings.TrimPrefix(dir, best.Mountpoint)), nil
-}
-
-// holdsController reports whether a cgroup mount is ctrl's hierarchy.
-func holdsController(m *mountinfo.Info, ctrl string) bool {
-	if ctrl == "" {
-		return m.FSType == "cgroup2"
-	}
-	return m.FSType == "cgroup" && slices.Contains(strings.Split(m.VFSOptions, ","), ctrl)
 }
 
 // cgRoots are cg_root entries for controller -> path, sorted.

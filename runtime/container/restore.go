@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/hooks"
+	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
@@ -149,7 +150,7 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	// prepared and CRIU starts, and CRIU is asked to restore only once it
 	// passed.
 	go func() { r.runcChecked <- runcstate.CheckVersion(ctx, opts.Runc) }()
-	go warmCgroupMigration()
+	go cgroupfs.WarmMigration()
 	cc, err := r.prepare(ctx)
 	if err != nil {
 		r.cleanup(ctx, true)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/console"
+	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -139,6 +140,9 @@ func (s *service) createFresh(ctx context.Context, c *container, p *process, opt
 	if sock != nil {
 		copts.ConsoleSocket = sock
 	}
+	// runc moves the new init into its cgroup; the lock's grace period
+	// is paid while runc starts up.
+	go cgroupfs.WarmMigration()
 	if err := c.runc.Create(ctx, c.id, c.bundle, copts); err != nil {
 		return runtimeError(c.runc, err, "runc create")
 	}

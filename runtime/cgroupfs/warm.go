@@ -1,9 +1,13 @@
-package container
+// Package cgroupfs is what ckpt reads and does through the host's cgroup
+// mounts, apart from a container's own cgroup (runc's cgroups library
+// manages that).
+package cgroupfs
 
 import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,19 +19,20 @@ import (
 // kernel's global cgroup_threadgroup_rwsem for writing. Entering it waits
 // out an RCU grace period when no writer came lately (6-7 ms here), and
 // leaving it keeps it cheap for the next writer for about one more grace
-// period (tens of ms). CRIU's first move of a restored task so pays a
-// grace period on an idle host, while the container's processes wait.
-// ckpt pays it instead at the start of a restore, on a goroutine and
-// while it prepares the restore and criu starts up: it moves its own
-// process into the cgroup it is already in, which changes nothing but
-// takes the lock. CRIU's move, ~10 ms later, then finds it warm (0.1-0.2
+// period (tens of ms). The first move of a restored task by CRIU, or of
+// a new init by runc, so pays a grace period on an idle host, while the
+// container waits. ckpt pays it ahead instead, on a goroutine while it
+// prepares a restore or while runc starts up: it moves its own process
+// into the cgroup it is already in, which changes nothing but takes the
+// lock. The move that matters, ~10 ms later, then finds it warm (0.1-0.2
 // ms). Where a hierarchy is mounted with favordynmods the lock never
 // waits and this costs a write. It is an optimization only: where the
-// write fails (a read-only cgroupfs), CRIU waits as before.
+// write fails (a read-only cgroupfs), the move waits as before.
 
-// warmCgroupMigration takes the cgroup migration lock once, by moving this
-// process into its own cgroup.
-func warmCgroupMigration() {
+// WarmMigration takes the cgroup migration lock once, by moving this
+// process into its own cgroup. A caller about to have runc create a
+// container (which moves the new init into its cgroup) gains the same.
+func WarmMigration() {
 	procs, err := ownCgroupProcs()
 	if err != nil {
 		return
@@ -62,7 +67,7 @@ func cgroupProcsIn(paths map[string]string, mounts []*mountinfo.Info) (string, e
 		for ctrl, p := range paths {
 			// A path out of our cgroup namespace's root is not ours to
 			// follow: cleaned, it would name another cgroup.
-			if !holdsController(m, ctrl) || strings.Contains(p, "/..") {
+			if !HoldsController(m, ctrl) || strings.Contains(p, "/..") {
 				continue
 			}
 			rel, ok := strings.CutPrefix(p, m.Root)
@@ -76,4 +81,13 @@ func cgroupProcsIn(paths map[string]string, mounts []*mountinfo.Info) (string, e
 		}
 	}
 	return "", os.ErrNotExist
+}
+
+// HoldsController reports whether a cgroup mount is ctrl's hierarchy (""
+// for v2; a v1 named hierarchy as "name=systemd").
+func HoldsController(m *mountinfo.Info, ctrl string) bool {
+	if ctrl == "" {
+		return m.FSType == "cgroup2"
+	}
+	return m.FSType == "cgroup" && slices.Contains(strings.Split(m.VFSOptions, ","), ctrl)
 }

@@ -1,4 +1,4 @@
-package container
+package cgroupfs
 
 import (
 	"os"
@@ -78,7 +78,12 @@ func TestCgroupProcsIn(t *testing.T) {
 // TestOwnCgroupProcs: the file the warm-up writes lists this process, so
 // the write moves it nowhere.
 func TestOwnCgroupProcs(t *testing.T) {
-	needRoot(t)
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI: needs root (writes cgroup.procs)")
+		}
+		t.Skip("SKIPPED, NOT TESTED: needs root (writes cgroup.procs)")
+	}
 	procs, err := ownCgroupProcs()
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +96,7 @@ func TestOwnCgroupProcs(t *testing.T) {
 		t.Fatalf("%s does not list this process", procs)
 	}
 	before, _ := os.ReadFile("/proc/self/cgroup")
-	warmCgroupMigration()
+	WarmMigration()
 	if after, _ := os.ReadFile("/proc/self/cgroup"); string(after) != string(before) {
 		t.Fatalf("the warm-up moved this process:\n%s\nwas:\n%s", after, before)
 	}
