@@ -207,13 +207,12 @@ func kdatCacheCheck(run string) Item {
 
 // dynmodsCheck reports whether the cgroup hierarchies favour dynamic
 // changes. Without favordynmods, the first task moved between cgroups after
-// a quiet while waits out an RCU grace period (5-20 ms): a restore pays it
-// ahead, while it prepares (cgwarm.go in runtime/container), runc in every
-// create. With it, forks and exits pay a little instead; it is the host's
+// a quiet while waits out an RCU grace period (5-20 ms): ckpt pays it
+// ahead (runtime/cgroupfs), other runtimes in every create and restore. With it, forks and exits pay a little instead; it is the host's
 // choice, so ckpt only reports it.
 func dynmodsCheck(mounts []*mountinfo.Info) Item {
 	it := Item{Name: "cgroup favordynmods", Optional: true, Value: "no",
-		Reason: "the first move of a task between cgroups after a quiet while waits out an RCU grace period (5-20 ms; a restore pays it while it prepares, runc's create of a new container in full); " +
+		Reason: "the first move of a task between cgroups after a quiet while waits out an RCU grace period (5-20 ms; ckpt's shim pays it ahead, while it prepares a restore or runc starts up, other runtimes in full); " +
 			"`mount -o remount,favordynmods` on a cgroup hierarchy (kernel >= 6.1) avoids it"}
 	for _, m := range mounts {
 		if slices.Contains(strings.Split(m.VFSOptions, ","), "favordynmods") {
