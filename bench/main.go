@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,9 @@ type Target interface {
 
 // emptyNetNS makes every checkpoint leave the network namespace's
 // contents out (CRIU's empty_ns), as runc's CLI always does.
+// pageReporting leaves a VM's free page reporting on (guestmem.go).
+var pageReporting = flag.Bool("page-reporting", false, "leave a VM's free page reporting on (default: paused for the run, see bench/guestmem.go)")
+
 var emptyNetNS = flag.Bool("empty-netns", false, "checkpoint with CRIU's empty_ns=network everywhere (runc's CLI always does)")
 
 func main() {
@@ -83,6 +87,15 @@ func run(out string, reps int, sizes []int, want func(string) bool, keep string)
 	if err != nil {
 		return err
 	}
+	memState := pageReportingState()
+	if !*pageReporting {
+		restore, state := pausePageReporting()
+		defer restore()
+		memState = state
+	}
+	if err := warmMemory(scratch, warmMiB(sizes)); err != nil {
+		return err
+	}
 	var targets []Target
 	if want(targetRawCRIU) {
 		criuPath, _ := exec.LookPath("criu")
@@ -105,13 +118,23 @@ func run(out string, reps int, sizes []int, want func(string) bool, keep string)
 	if err != nil {
 		return err
 	}
-	env := environment()
+	env := environment(memState)
 	if err := writeResults(out, samples, env); err != nil {
 		return err
 	}
 	fmt.Println(markdown(samples, env))
 	fmt.Printf("results in %s\n", out)
 	return nil
+}
+
+// warmMiB is the memory the largest workload needs at once: its process
+// and its image, and some for the rest; at most what the scratch tmpfs
+// takes.
+func warmMiB(sizes []int) int {
+	if len(sizes) == 0 {
+		return 0
+	}
+	return min(2*slices.Max(sizes)+512, 6<<10)
 }
 
 func parseSizes(list string) []int {
@@ -226,14 +249,14 @@ func buildMemhog(dir string) (string, error) {
 	return out, nil
 }
 
-func environment() string {
+func environment(memState string) string {
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	criuV, _ := exec.Command("criu", "--version").Output()
 	runcV, _ := exec.Command("runc", "--version").Output()
 	ctrdV, _ := exec.Command("containerd", "--version").Output()
 	first := func(b []byte) string { return strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]) }
-	return fmt.Sprintf("Run %s on kernel %s, %d CPUs; criu %s; %s; %s; images on tmpfs; %s.",
+	return fmt.Sprintf("Run %s on kernel %s, %d CPUs; criu %s; %s; %s; images on tmpfs; %s; %s.",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), unix.ByteSliceToString(uts.Release[:]), runtime.NumCPU(),
-		strings.TrimPrefix(first(criuV), "Version: "), first(runcV), first(ctrdV), runState())
+		strings.TrimPrefix(first(criuV), "Version: "), first(runcV), first(ctrdV), runState(), memState)
 }
