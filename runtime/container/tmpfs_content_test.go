@@ -102,17 +102,25 @@ func devLike(t *testing.T, dir string) map[string]bool {
 	return map[string]bool{"pts": true, "console": true}
 }
 
+// recordedDevLike is a /dev-like tmpfs, the mounts on it and what ckpt
+// records of it.
+func recordedDevLike(t *testing.T) (dir string, children map[string]bool, c tmpfsContent) {
+	t.Helper()
+	needRoot(t)
+	dir = newTmpfs(t)
+	children = devLike(t, dir)
+	c, ok := look(t, dir, children)
+	if !ok {
+		t.Fatal("a /dev-like tmpfs was refused")
+	}
+	return dir, children, c
+}
+
 // TestTmpfsRecordAndRecreate: what ckpt records of a /dev-like tmpfs, made
 // again in a new tmpfs, records the same; every kind of inode keeps its
 // type, mode, owner, device number, target and time.
 func TestTmpfsRecordAndRecreate(t *testing.T) {
-	needRoot(t)
-	src := newTmpfs(t)
-	children := devLike(t, src)
-	c, ok := look(t, src, children)
-	if !ok {
-		t.Fatal("a /dev-like tmpfs was refused")
-	}
+	_, children, c := recordedDevLike(t)
 	byPath := map[string]image.TmpfsEntry{}
 	for _, e := range c.entries {
 		byPath[e.Path] = e
@@ -233,13 +241,7 @@ func TestTmpfsRootThroughSymlink(t *testing.T) {
 
 // TestCheckUnchanged: the second look, once frozen, finds any change.
 func TestCheckUnchanged(t *testing.T) {
-	needRoot(t)
-	dir := newTmpfs(t)
-	children := devLike(t, dir)
-	c, ok := look(t, dir, children)
-	if !ok {
-		t.Fatal("refused")
-	}
+	dir, children, c := recordedDevLike(t)
 	dev := devOf(t, dir)
 	ft := image.FreshTmpfs{Key: "ckpt-tmpfs:" + dir, Mountpoints: []string{dir}, Data: "size=1m,mode=755",
 		Entries: c.entries, RootMtimeNs: c.rootMtime, Major: int(unix.Major(dev)), Minor: int(unix.Minor(dev))}
