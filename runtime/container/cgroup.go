@@ -59,6 +59,35 @@ func criuJoinsCgroup(cfg *configs.Config, cgroupsMode string) bool {
 	return cgroupsMode == "ignore" || (cfg.Cgroups != nil && cfg.Cgroups.Systemd)
 }
 
+// cgroupSetup creates the container's cgroup on a goroutine while the
+// restore is prepared and criu starts, then pays the cgroup migration
+// lock's grace period ahead of CRIU's move of the restored task
+// (runtime/cgroupfs). In that order: the lock's wait holds the cgroup
+// mutex, which creating a cgroup needs too.
+type cgroupSetup struct {
+	done  chan struct{}
+	roots []*rpc.CgroupRoot
+	err   error
+}
+
+func startCgroupSetup(cg cgroups.Manager, cfg *configs.Config) *cgroupSetup {
+	s := &cgroupSetup{done: make(chan struct{})}
+	go func() {
+		s.roots, s.err = createCgroup(cg, cfg)
+		close(s.done)
+		if s.err == nil {
+			cgroupfs.WarmMigration()
+		}
+	}()
+	return s
+}
+
+// wait returns the cg_root entries once the cgroup exists.
+func (s *cgroupSetup) wait() ([]*rpc.CgroupRoot, error) {
+	<-s.done
+	return s.roots, s.err
+}
+
 // createCgroup creates the container's cgroup with its resources set, and
 // returns the cg_root entries that re-root the image's cgroups there.
 func createCgroup(cg cgroups.Manager, cfg *configs.Config) ([]*rpc.CgroupRoot, error) {

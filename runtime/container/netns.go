@@ -106,24 +106,6 @@ func onlyLoopback(pid int) error {
 	return nil
 }
 
-// loopbackUp brings lo up in pid's network namespace: a restore of a
-// namespace dumped empty by loopbackOnly.
-func loopbackUp(pid int) error {
-	h, closeNS, err := netlinkAt(pid)
-	if err != nil {
-		return err
-	}
-	defer closeNS()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("the restored network namespace's lo: %w", err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("bring the restored network namespace's lo up: %w", err)
-	}
-	return nil
-}
-
 // netlinkAt is a netlink handle in pid's network namespace (its socket is
 // made there; this thread stays where it is).
 func netlinkAt(pid int) (*netlink.Handle, func(), error) {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/hooks"
-	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
@@ -85,7 +84,9 @@ type Restoring struct {
 	stateDir string
 	cfg      *configs.Config
 	md       *image.Metadata
+	netns    *loopbackNetNS // the namespace to restore into, where criu ran in the dumped one
 	cg       cgroups.Manager
+	cgSetup  *cgroupSetup // where criu does not join the cgroup
 	criuRoot string
 	// tmpfsDirs hold the new tmpfs mounts of the image's empty ones.
 	tmpfsDirs []string
@@ -150,7 +151,6 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	// prepared and CRIU starts, and CRIU is asked to restore only once it
 	// passed.
 	go func() { r.runcChecked <- runcstate.CheckVersion(ctx, opts.Runc) }()
-	go cgroupfs.WarmMigration()
 	cc, err := r.prepare(ctx)
 	if err != nil {
 		r.cleanup(ctx, true)
@@ -244,6 +244,9 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		return cc, err
 	}
 	r.md = md
+	if md.Options.CRIUInNetNS {
+		r.netns = newLoopbackNetNS()
+	}
 	desc, err := image.ReadDescriptors(imgDir)
 	if err != nil {
 		return cc, err
@@ -280,6 +283,9 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 	}
 	if r.cg, err = newCgroup(cfg); err != nil {
 		return cc, err
+	}
+	if !criuJoinsCgroup(cfg, md.Options.CgroupsMode) {
+		r.cgSetup = startCgroupSetup(r.cg, cfg)
 	}
 	r.criuRoot = filepath.Join(r.stateDir, "criu-root")
 	if err := mountCriuRoot(cfg.Rootfs, r.criuRoot); err != nil {

@@ -34,32 +34,26 @@ func (r *Restoring) run(ctx context.Context, cc criu.Config) {
 }
 
 func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
-	// The cgroup is made while criu starts up: criu waits for the request,
-	// which needs the cgroup's paths.
+	// The cgroup is made while the restore is prepared and criu starts
+	// up (cgroupSetup), or criu joins it: the request needs its paths.
 	var roots []*rpc.CgroupRoot
-	if r.md.Options.CRIUInNetNS {
+	if r.netns != nil {
 		// The image has no network namespace: the restored tasks stay in
-		// criu's, a new one with lo up as it was.
-		if cc.SysProcAttr == nil {
-			cc.SysProcAttr = &unix.SysProcAttr{}
+		// criu's, a new one with lo up as it was (loopback.go).
+		var err error
+		if cc.NetNS, err = r.netns.path(ctx); err != nil {
+			return err
 		}
-		cc.SysProcAttr.Unshareflags |= unix.CLONE_NEWNET
 	}
 	cc.OnStart = func(pid int) error {
 		r.mu.Lock()
 		r.criuPid = pid
 		r.mu.Unlock()
-		if r.md.Options.CRIUInNetNS {
-			if err := loopbackUp(pid); err != nil {
-				return fmt.Errorf("bring lo up in criu's network namespace: %w", err)
-			}
+		if r.cgSetup != nil {
+			return nil
 		}
 		var err error
-		if criuJoinsCgroup(r.cfg, r.md.Options.CgroupsMode) {
-			roots, err = joinCgroup(r.cg, r.cfg, pid)
-		} else {
-			roots, err = createCgroup(r.cg, r.cfg)
-		}
+		roots, err = joinCgroup(r.cg, r.cfg, pid)
 		return err
 	}
 	s, err := criu.Start(ctx, cc)
@@ -69,6 +63,11 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 	defer s.Close()
 	if err := <-r.runcChecked; err != nil {
 		return err
+	}
+	if r.cgSetup != nil {
+		if roots, err = r.cgSetup.wait(); err != nil {
+			return err
+		}
 	}
 	caps, err := s.Capabilities(ctx)
 	if err != nil {
@@ -112,11 +111,19 @@ func (r *Restoring) handlers() *criu.Handlers {
 			if n.Pid != 0 {
 				r.setPid(n.Pid)
 			}
-			// Before any hook looks at the network: the namespace CRIU
-			// made empty gets the loopback it had (see loopbackOnly).
-			if n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly && !r.md.Options.CRIUInNetNS {
-				if err := loopbackUp(n.Pid); err != nil {
-					return err
+			// Before any hook looks at the network and before any socket
+			// is restored, lo is up as it was (see loopbackOnly): in the
+			// namespace ckpt made for criu, or in the one CRIU made empty.
+			// A tree without namespaces of its own has no setup-namespaces.
+			if n.Stage == criu.SetupNamespaces || n.Stage == criu.PostRestore {
+				if r.netns != nil {
+					if err := r.netns.wait(ctx); err != nil {
+						return err
+					}
+				} else if n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly {
+					if err := loopbackUp(n.Pid); err != nil {
+						return err
+					}
 				}
 			}
 			return r.onStage(ctx, n.Stage)
@@ -270,6 +277,9 @@ func dupFd(f *os.File) (int, error) {
 func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 	logger := log.G(ctx)
 	if failed {
+		if r.cgSetup != nil {
+			r.cgSetup.wait() // nothing may still be creating it
+		}
 		if err := destroyCgroup(r.cg); err != nil {
 			logger.WithError(err).Warn("cleanup: container cgroup")
 		}
@@ -290,6 +300,10 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 		}
 	}
 	r.tmpfsDirs = nil
+	if r.netns != nil {
+		r.netns.Close()
+		r.netns = nil
+	}
 	for _, f := range r.files {
 		f.Close()
 	}
