@@ -167,6 +167,18 @@ func inNetNS(path string, fn func() error) error {
 // as `ip link set lo up` does; the kernel then gives it 127.0.0.1/8 and
 // ::1/128, as runc's lo has.
 func setLoopbackUp() error {
+	return withLoopback(func(fd int, ifr *unix.Ifreq) error {
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+			return fmt.Errorf("set lo up: %w", err)
+		}
+		return nil
+	})
+}
+
+// withLoopback calls fn with a socket and lo's request, its flags read,
+// in the calling thread's network namespace.
+func withLoopback(fn func(fd int, ifr *unix.Ifreq) error) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -179,9 +191,5 @@ func setLoopbackUp() error {
 	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("read lo's flags: %w", err)
 	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("set lo up: %w", err)
-	}
-	return nil
+	return fn(fd, ifr)
 }

@@ -17,20 +17,10 @@ func loFlags(t *testing.T, path string) uint16 {
 	t.Helper()
 	var flags uint16
 	err := inNetNS(path, func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		ifr, err := unix.NewIfreq("lo")
-		if err != nil {
-			return err
-		}
-		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-			return err
-		}
-		flags = ifr.Uint16()
-		return nil
+		return withLoopback(func(_ int, ifr *unix.Ifreq) error {
+			flags = ifr.Uint16()
+			return nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
