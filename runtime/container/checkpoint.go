@@ -148,6 +148,21 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 			log.G(ctx).WithField("reason", why).Debug("network namespace dumped with its contents")
 		}
 	}
+	// criu starts up (exec, dynamic linking, ~2 ms) while the rest of the
+	// plan is made; it waits for the request.
+	criuCfg := criu.Config{Path: opts.CriuPath, LogFile: filepath.Join(logDir, logName), Monitor: opts.Monitor}
+	if md.Options.CRIUInNetNS {
+		// CRIU dumps the namespace it runs in not at all. A loopback-only
+		// one would be recreated empty anyway; dumping it still costs a
+		// walk of the host-wide conntrack table, twice, while frozen
+		// (~10 ms with the 262144 buckets of a host with 4 GiB or more).
+		criuCfg.NetNS = fmt.Sprintf("/proc/%d/ns/net", pid)
+	}
+	s, err := criu.Start(ctx, criuCfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { s.Close() }()
 	if md.Stdio, err = initStdio(pid); err != nil {
 		return nil, fmt.Errorf("inspect the init's stdio: %w", err)
 	}
@@ -175,19 +190,6 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 		return nil, err
 	}
 
-	criuCfg := criu.Config{Path: opts.CriuPath, LogFile: filepath.Join(logDir, logName), Monitor: opts.Monitor}
-	if md.Options.CRIUInNetNS {
-		// CRIU dumps the namespace it runs in not at all. A loopback-only
-		// one would be recreated empty anyway; dumping it still costs a
-		// walk of the host-wide conntrack table, twice, while frozen
-		// (~10 ms with the 262144 buckets of a host with 4 GiB or more).
-		criuCfg.NetNS = fmt.Sprintf("/proc/%d/ns/net", pid)
-	}
-	s, err := criu.Start(ctx, criuCfg)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { s.Close() }()
 	caps, err := s.Capabilities(ctx)
 	if err != nil {
 		return nil, err
