@@ -26,9 +26,10 @@ import (
 // into the cgroup it is already in, which changes nothing but takes the
 // lock. The move that matters, a few ms later, then finds it warm
 // (0.1-0.2 ms). The wait holds the cgroup mutex, which every mkdir of a
-// cgroup needs too: a caller that creates cgroups itself warms after. Where a hierarchy is mounted with favordynmods the lock never
-// waits and this costs a write. It is an optimization only: where the
-// write fails (a read-only cgroupfs), the move waits as before.
+// cgroup needs too: a caller that creates cgroups itself warms after.
+// Where a hierarchy is mounted with favordynmods the lock never waits and
+// this costs a write. It is an optimization only: where the write fails
+// (a read-only cgroupfs), the move waits as before.
 
 // WarmMigration takes the cgroup migration lock once, by moving this
 // process into its own cgroup. A caller about to have runc create a

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/ckpt-dev/ckpt/runtime/netnsthread"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,44 +124,11 @@ func (n *loopbackNetNS) wait(ctx context.Context) error {
 // loopbackUp brings lo up in pid's network namespace: a restore of a
 // namespace dumped empty by loopbackOnly.
 func loopbackUp(pid int) error {
-	err := inNetNS(fmt.Sprintf("/proc/%d/ns/net", pid), setLoopbackUp)
+	err := netnsthread.Go(fmt.Sprintf("/proc/%d/ns/net", pid), setLoopbackUp)
 	if err != nil {
 		return fmt.Errorf("bring lo up in the restored network namespace: %w", err)
 	}
 	return nil
-}
-
-// inNetNS runs fn on a thread of its own in the network namespace at path.
-func inNetNS(path string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		own, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer own.Close()
-		target, err := os.Open(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter %s: %w", path, err)
-			return
-		}
-		done <- fn()
-		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) != nil {
-			return // the thread ends with the goroutine, see newLoopbackNetNS
-		}
-		runtime.UnlockOSThread()
-	}()
-	return <-done
 }
 
 // setLoopbackUp brings lo up in the calling thread's network namespace,

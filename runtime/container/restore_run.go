@@ -111,20 +111,8 @@ func (r *Restoring) handlers() *criu.Handlers {
 			if n.Pid != 0 {
 				r.setPid(n.Pid)
 			}
-			// Before any hook looks at the network and before any socket
-			// is restored, lo is up as it was (see loopbackOnly): in the
-			// namespace ckpt made for criu, or in the one CRIU made empty.
-			// A tree without namespaces of its own has no setup-namespaces.
-			if n.Stage == criu.SetupNamespaces || n.Stage == criu.PostRestore {
-				if r.netns != nil {
-					if err := r.netns.wait(ctx); err != nil {
-						return err
-					}
-				} else if n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly {
-					if err := loopbackUp(n.Pid); err != nil {
-						return err
-					}
-				}
+			if err := r.loopbackReady(ctx, n); err != nil {
+				return err
 			}
 			return r.onStage(ctx, n.Stage)
 		},
@@ -133,6 +121,21 @@ func (r *Restoring) handlers() *criu.Handlers {
 		PostRestore:         r.writeState,
 		OrphanPtsMaster:     r.console,
 	}
+}
+
+// loopbackReady has lo up as it was (see loopbackOnly) before any hook
+// looks at the network and before any socket is restored: in the
+// namespace ckpt made for criu, or in the one CRIU made empty. A tree
+// without namespaces of its own has no setup-namespaces; post-restore is
+// the latest stage before its sockets could be used.
+func (r *Restoring) loopbackReady(ctx context.Context, n *criu.Notification) error {
+	switch {
+	case r.netns != nil && (n.Stage == criu.SetupNamespaces || n.Stage == criu.PostRestore):
+		return r.netns.wait(ctx)
+	case r.netns == nil && n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly:
+		return loopbackUp(n.Pid)
+	}
+	return nil
 }
 
 // announce lets StartRestore return at setup-namespaces: the pid is real

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"github.com/ckpt-dev/ckpt/runtime/netnsthread"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 )
@@ -110,11 +111,11 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	// the fork on a thread the runtime will not retire meanwhile.
 	runtime.LockOSThread()
 	var ec chan runc.Exit
-	err = forkIn(cfg.NetNS, func() (err error) {
+	err = netnsthread.In(cfg.NetNS, func() (err error) {
 		ec, err = mon.Start(cmd)
 		return err
 	})
-	if errors.Is(err, errStuckInNetNS) {
+	if errors.Is(err, netnsthread.ErrStuck) {
 		// This thread stays in criu's namespace: it stays locked, so that
 		// it dies with this goroutine instead of running others, and criu
 		// goes.

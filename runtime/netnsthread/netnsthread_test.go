@@ -1,4 +1,4 @@
-package criu
+package netnsthread
 
 import (
 	"errors"
@@ -11,28 +11,28 @@ import (
 	"testing"
 )
 
-func TestForkInWithoutNamespaceJustForks(t *testing.T) {
+func TestInWithoutNamespace(t *testing.T) {
 	called := false
-	if err := forkIn("", func() error { called = true; return nil }); err != nil || !called {
-		t.Fatalf("forkIn(\"\") = %v, fork called %t", err, called)
+	if err := In("", func() error { called = true; return nil }); err != nil || !called {
+		t.Fatalf("In(\"\") = %v, fn called %t", err, called)
 	}
 	boom := errors.New("boom")
-	if err := forkIn("", func() error { return boom }); !errors.Is(err, boom) {
+	if err := In("", func() error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("fork's error is lost: %v", err)
 	}
 }
 
-func TestForkInMissingNamespace(t *testing.T) {
+func TestInMissingNamespace(t *testing.T) {
 	called := false
-	err := forkIn("/proc/self/ns/does-not-exist", func() error { called = true; return nil })
-	if err == nil || called || errors.Is(err, errStuckInNetNS) {
-		t.Fatalf("forkIn(missing) = %v, fork called %t", err, called)
+	err := In("/proc/self/ns/does-not-exist", func() error { called = true; return nil })
+	if err == nil || called || errors.Is(err, ErrStuck) {
+		t.Fatalf("In(missing) = %v, fork called %t", err, called)
 	}
 }
 
-// TestForkInChildJoinsNamespace: the child is in the target namespace, the
+// TestInChildJoinsNamespace: the child is in the target namespace, the
 // forking thread is back in its own afterwards.
-func TestForkInChildJoinsNamespace(t *testing.T) {
+func TestInChildJoinsNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
 			t.Fatal("CI: needs root")
@@ -57,7 +57,7 @@ func TestForkInChildJoinsNamespace(t *testing.T) {
 	child := exec.Command("readlink", "/proc/self/ns/net")
 	var out strings.Builder
 	child.Stdout = &out
-	if err := forkIn(target, child.Start); err != nil {
+	if err := In(target, child.Start); err != nil {
 		t.Fatal(err)
 	}
 	if err := child.Wait(); err != nil {
@@ -68,6 +68,15 @@ func TestForkInChildJoinsNamespace(t *testing.T) {
 	}
 	if back := readlink(t, "/proc/thread-self/ns/net"); back != own {
 		t.Fatalf("the forking thread stayed in %s, want %s", back, own)
+	}
+
+	// Go: fn runs in the namespace, on a thread that goes back.
+	var in string
+	if err := Go(target, func() error { in = readlink(t, "/proc/thread-self/ns/net"); return nil }); err != nil || in != want {
+		t.Fatalf("Go ran fn in %s (%v), want %s", in, err, want)
+	}
+	if err := Go("/proc/self/ns/does-not-exist", func() error { return nil }); err == nil {
+		t.Fatal("Go entered a namespace that does not exist")
 	}
 }
 
