@@ -197,6 +197,7 @@ func TestProcIOTerminal(t *testing.T) {
 	}
 	tty.Close()
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	probe := dupFd(t, ptmx)
 	master, err := console.MasterFromFile(ptmx)
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +219,11 @@ func TestProcIOTerminal(t *testing.T) {
 		t.Errorf("windowSize = %+v", ws)
 	}
 
+	// As a user's ^D would, the EOF comes at the prompt. Typed while the
+	// shell still ran echo, in canonical mode, it would be lost: busybox's
+	// line editing then turns ICANON off, and the kernel hands the EOF it
+	// had marked to the raw reader as a NUL byte.
+	waitRawMode(t, probe)
 	p.io.closeStdin()
 	clientIn.Close()
 	exited := make(chan error, 1)
@@ -229,6 +235,39 @@ func TestProcIOTerminal(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the shell did not see the end of its input after CloseIO")
+	}
+}
+
+// dupFd is a descriptor of f's for ioctls, closed with the test. Not
+// through f.Fd(), which would switch the shared file to blocking mode.
+func dupFd(t *testing.T, f *os.File) int {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, dupErr := -1, error(nil)
+	if err := rc.Control(func(raw uintptr) { fd, dupErr = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || dupErr != nil {
+		t.Fatalf("duplicate %s: %v %v", f.Name(), err, dupErr)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// waitRawMode waits (2 s at most: a shell without line editing reads in
+// canonical mode) for the terminal's reader to turn ICANON off, as a line
+// editor does before it prints its prompt. Termios ioctls on a master act
+// on its slave's settings.
+func waitRawMode(t *testing.T, master int) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		tio, err := unix.IoctlGetTermios(master, unix.TCGETS)
+		if err != nil {
+			t.Fatalf("read the terminal's settings: %v", err)
+		}
+		if tio.Lflag&unix.ICANON == 0 {
+			return
+		}
 	}
 }
 
