@@ -98,3 +98,33 @@ func TestDynmodsCheck(t *testing.T) {
 		t.Errorf("with favordynmods: %+v", got)
 	}
 }
+
+func TestTCPHashCheck(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, path string
+		ok         bool
+		value      string
+		reason     string
+	}{
+		{name: "shared", path: write("shared", "0\n"), value: "no", reason: "tcp_child_ehash_entries=16384"},
+		{name: "own", path: write("own", "16384\n"), ok: true, value: "yes (16384 buckets for new namespaces)"},
+		{name: "old kernel", path: filepath.Join(dir, "missing"), value: "unavailable", reason: ">= 6.1"},
+	}
+	for _, tt := range tests {
+		got := tcpHashCheck(tt.path)
+		if got.OK != tt.ok || got.Value != tt.value || !got.Optional || !strings.Contains(got.Reason, tt.reason) {
+			t.Errorf("%s: %+v", tt.name, got)
+		}
+		if tt.ok && got.Reason != "" {
+			t.Errorf("%s: a reason on an ok item: %q", tt.name, got.Reason)
+		}
+	}
+}
