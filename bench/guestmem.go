@@ -30,25 +30,45 @@ const pageReportingOrder = "/sys/module/page_reporting/parameters/page_reporting
 // large, so none is reported.
 const noReportingOrder = "11"
 
+// pausedMarker keeps the setting a run found until the run puts it back:
+// a run killed before it could (SIGKILL) leaves it, and the next run
+// restores that value instead of taking the paused one for the host's.
+// Outside /run, which the benchmark may replace with a private tmpfs.
+const pausedMarker = "/var/tmp/ckpt-bench-page-reporting-order"
+
 // pausePageReporting stops free page reporting where the guest has it and
 // returns what undoes it, and how the run was, for the results.
 func pausePageReporting() (restore func(), state string) {
-	old, err := os.ReadFile(pageReportingOrder)
+	return pauseReporting(pageReportingOrder, pausedMarker)
+}
+
+func pauseReporting(setting, marker string) (restore func(), state string) {
+	old, err := os.ReadFile(setting)
 	if err != nil {
 		return func() {}, "no free page reporting"
 	}
 	was := strings.TrimSpace(string(old))
+	if m, err := os.ReadFile(marker); err == nil && was == noReportingOrder {
+		was = strings.TrimSpace(string(m))
+		logrus.WithField("order", was).Warn("an earlier run was killed with free page reporting paused; it goes back to its old order at the end of this one")
+	}
 	if was == noReportingOrder {
 		return func() {}, "free page reporting off"
 	}
-	if err := os.WriteFile(pageReportingOrder, []byte(noReportingOrder), 0); err != nil {
+	if err := os.WriteFile(marker, []byte(was+"\n"), 0o644); err != nil {
+		logrus.WithError(err).Warn("cannot record free page reporting's order; a killed run would leave it paused")
+	}
+	if err := os.WriteFile(setting, []byte(noReportingOrder), 0); err != nil {
+		os.Remove(marker)
 		logrus.WithError(err).Warn("cannot pause the VM's free page reporting; large memory figures will scatter")
 		return func() {}, "free page reporting on (could not pause it)"
 	}
 	return func() {
-		if err := os.WriteFile(pageReportingOrder, []byte(was), 0); err != nil {
-			logrus.WithError(err).Errorf("put free page reporting back: write %s to %s by hand", was, pageReportingOrder)
+		if err := os.WriteFile(setting, []byte(was), 0); err != nil {
+			logrus.WithError(err).Errorf("put free page reporting back: write %s to %s by hand", was, setting)
+			return
 		}
+		os.Remove(marker)
 	}, "free page reporting paused for the run (order " + was + " -> " + noReportingOrder + ")"
 }
 
