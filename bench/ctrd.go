@@ -85,6 +85,7 @@ func (t *ctrdTarget) Run(ctx context.Context, w Workload, dir string) (s Sample,
 	if err := ready(ctx, w, first); err != nil {
 		return s, err
 	}
+	s.NewShimRSS, _, s.NewShimAnonRSS = memOfAnon(shimPid(t.d.Address, id))
 
 	// CRIU writes its statistics into the work dir, next to its log.
 	images, work, restoreWork := filepath.Join(dir, "images"), filepath.Join(dir, "work"), filepath.Join(dir, "work-restore")

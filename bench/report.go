@@ -84,6 +84,8 @@ var figures = []figure{
 	{"shim RSS MiB", mib(func(s Sample) int64 { return s.ShimRSS })},
 	{"shim peak RSS MiB", mib(func(s Sample) int64 { return s.ShimPeakRSS })},
 	{"shim anon RSS MiB", mib(func(s Sample) int64 { return s.ShimAnonRSS })},
+	{"shim RSS MiB, new task (no checkpoint yet)", mib(func(s Sample) int64 { return s.NewShimRSS })},
+	{"shim anon RSS MiB, new task", mib(func(s Sample) int64 { return s.NewShimAnonRSS })},
 }
 
 // ratios are the comparisons reported, numerator first: ckpt against the

@@ -36,6 +36,11 @@ type Sample struct {
 	ShimPeakRSS int64 `json:"shim_peak_rss_bytes,omitempty"`
 	// ShimAnonRSS is ShimRSS's anonymous part (heap, stacks).
 	ShimAnonRSS int64 `json:"shim_anon_rss_bytes,omitempty"`
+	// NewShimRSS and NewShimAnonRSS are the same of the first shim once
+	// the new task runs, before any checkpoint: what the binary and the
+	// task service cost without the checkpoint and restore work.
+	NewShimRSS     int64 `json:"new_shim_rss_bytes,omitempty"`
+	NewShimAnonRSS int64 `json:"new_shim_anon_rss_bytes,omitempty"`
 
 	Dump     *DumpStats    `json:"criu_dump,omitempty"`
 	Restored *RestoreStats `json:"criu_restore,omitempty"`
