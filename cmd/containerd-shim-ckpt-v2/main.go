@@ -11,6 +11,7 @@ import (
 )
 
 func main() {
+	ckptshim.WarmCgroupLock()
 	ckptshim.RegisterPlugin(engine{})
 	shim.Run(context.Background(), ckptshim.NewManager(ckptshim.RuntimeName))
 }

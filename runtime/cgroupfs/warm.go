@@ -17,16 +17,17 @@ import (
 
 // Every move of a task between cgroups, in any hierarchy, takes the
 // kernel's global cgroup_threadgroup_rwsem for writing. Entering it waits
-// out an RCU grace period when no writer came lately (6-7 ms here), and
+// out an RCU grace period when no writer came lately (3-16 ms here), and
 // leaving it keeps it cheap for the next writer for about one more grace
 // period (tens of ms). The first move of a restored task by CRIU, or of
 // a new init by runc, so pays a grace period on an idle host, while the
-// container waits. ckpt pays it ahead instead, on a goroutine while it
-// prepares a restore or while runc starts up: it moves its own process
-// into the cgroup it is already in, which changes nothing but takes the
-// lock. The move that matters, a few ms later, then finds it warm
-// (0.1-0.2 ms). The wait holds the cgroup mutex, which every mkdir of a
-// cgroup needs too: a caller that creates cgroups itself warms after.
+// container waits. ckpt pays it ahead instead, on a goroutine: when the
+// shim starts, and again while it prepares a restore or while runc starts
+// up. It moves its own process into the cgroup it is already in, which
+// changes nothing but takes the lock. The move that matters, a few ms
+// later, then finds it warm (0.1-0.2 ms). The wait holds the cgroup
+// mutex, which every mkdir of a cgroup needs too: a caller that creates
+// cgroups itself warms again after.
 // Where a hierarchy is mounted with favordynmods the lock never waits and
 // this costs a write. It is an optimization only: where the write fails
 // (a read-only cgroupfs), the move waits as before.

@@ -213,7 +213,7 @@ func kdatCacheCheck(run string) Item {
 // choice, so ckpt only reports it.
 func dynmodsCheck(mounts []*mountinfo.Info) Item {
 	it := Item{Name: "cgroup favordynmods", Optional: true, Value: "no",
-		Reason: "the first move of a task between cgroups after a quiet while waits out an RCU grace period (5-20 ms; ckpt's shim pays it ahead, while it prepares a restore or runc starts up, other runtimes in full); " +
+		Reason: "the first move of a task between cgroups after a quiet while waits out an RCU grace period (5-20 ms; ckpt's shim pays it ahead, from its start, before the container's first move; other runtimes in full); " +
 			"`mount -o remount,favordynmods` on a cgroup hierarchy (kernel >= 6.1) avoids it"}
 	for _, m := range mounts {
 		if slices.Contains(strings.Split(m.VFSOptions, ","), "favordynmods") {

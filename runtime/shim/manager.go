@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
 	"github.com/containerd/cgroups/v3"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/containerd/api/types"
@@ -113,13 +115,25 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 	}
 	defer f.Close()
 
+	// containerd hands the runtime options to "start" on stdin.
+	var shimCgroup string
+	if ropts, err := cdshim.ReadRuntimeOptions[*options.Options](os.Stdin); err == nil && ropts != nil {
+		shimCgroup = ropts.ShimCgroup
+	}
+
 	args := []string{"-namespace", ns, "-id", id, "-address", opts.Address}
 	if opts.Debug {
 		args = append(args, "-debug")
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=4")
+	cmd.Env = append(withoutEnv(os.Environ(), warmEnv), "GOMAXPROCS=4")
+	if shimCgroup == "" {
+		// Nothing moves the shim after this: it may take the cgroup
+		// migration lock itself (WarmCgroupLock). Moving it into the
+		// shim cgroup below takes the lock anyway.
+		cmd.Env = append(cmd.Env, warmEnv+"=1")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.ExtraFiles = []*os.File{f}
 	if err := cmd.Start(); err != nil {
@@ -131,8 +145,8 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 		}
 	}()
 	go cmd.Wait()
-	if ropts, err := cdshim.ReadRuntimeOptions[*options.Options](os.Stdin); err == nil && ropts.ShimCgroup != "" {
-		if err := joinCgroup(ropts.ShimCgroup, cmd.Process.Pid); err != nil {
+	if shimCgroup != "" {
+		if err := joinCgroup(shimCgroup, cmd.Process.Pid); err != nil {
 			return params, err
 		}
 	}
@@ -140,6 +154,40 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 		return params, fmt.Errorf("adjust the shim's OOM score: %w", err)
 	}
 	return params, nil
+}
+
+// warmEnv is set, to 1, in the environment of a serving shim that start
+// leaves in the cgroups it inherited.
+const warmEnv = "CKPT_SHIM_WARM_CGROUP_LOCK"
+
+// WarmCgroupLock starts paying the cgroup migration lock's grace period
+// (runtime/cgroupfs) in a serving shim that nothing else moves, as early
+// as the shim can: ~5 ms before containerd's Create arrives. The first
+// cgroup move of a container's life comes soon after (CRIU's of a
+// restored task, runc's of a new init), and the container being created
+// or restored waits for it; the lock then stays cheap for the moves of
+// the next few ms. The shim moves itself into the cgroup it is in, so
+// only where start does not move it (a shim cgroup in the runtime
+// options): there the two moves would race. Other processes are left
+// alone; the variable is dropped, so that runc and criu do not inherit
+// it.
+func WarmCgroupLock() {
+	if os.Getenv(warmEnv) != "1" {
+		return
+	}
+	os.Unsetenv(warmEnv)
+	go cgroupfs.WarmMigration()
+}
+
+// withoutEnv is env without name's entries.
+func withoutEnv(env []string, name string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func joinCgroup(path string, pid int) error {
