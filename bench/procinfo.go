@@ -7,42 +7,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
 	"golang.org/x/sys/unix"
 )
 
 // shimPid finds the shim serving container id for the containerd at
-// address, whatever the runtime: shims are started as
-// `containerd-shim-<name>-v2 -namespace NS -id ID -address ADDRESS`.
-func shimPid(address, id string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim-") {
-			continue
-		}
-		if flagValue(args, "-id") == id && flagValue(args, "-address") == address {
-			return pid
-		}
-	}
-	return 0
-}
-
-func flagValue(args []string, name string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == name {
-			return args[i+1]
-		}
-	}
-	return ""
-}
+// address, whatever the runtime.
+func shimPid(address, id string) int { return harness.Shims(address)[id] }
 
 // memOf returns a process's resident set (VmRSS) and its high-water mark
 // (VmHWM), in bytes; zero when the process is gone.

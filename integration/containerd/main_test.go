@@ -88,12 +88,19 @@ var seq atomic.Int64
 // deleted (task included) when the test ends.
 func newContainer(t *testing.T, d *harness.Daemon, ctx context.Context, args []string, opts ...oci.SpecOpts) client.Container {
 	t.Helper()
+	return newContainerWithOptions(t, d, ctx, nil, args, opts...)
+}
+
+// newContainerWithOptions is newContainer with the runtime's options
+// (runc's options.Options).
+func newContainerWithOptions(t *testing.T, d *harness.Daemon, ctx context.Context, runtimeOpts any, args []string, opts ...oci.SpecOpts) client.Container {
+	t.Helper()
 	id := fmt.Sprintf("%s-%d", regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-"), seq.Add(1))
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(d.Image), oci.WithProcessArgs(args...)}, opts...)
 	c, err := d.Client.NewContainer(ctx, id,
 		client.WithNewSnapshot(id, d.Image),
 		client.WithNewSpec(specOpts...),
-		client.WithRuntime(harness.Runtime, nil),
+		client.WithRuntime(harness.Runtime, runtimeOpts),
 	)
 	if err != nil {
 		t.Fatal(err)

@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
-	"github.com/containerd/cgroups/v3"
+	"github.com/ckpt-dev/ckpt/integration/internal/testutil"
 	"github.com/containerd/containerd/api/types/runc/options"
-	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/oci"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,63 +28,51 @@ func TestShimCgroup(t *testing.T) {
 	name := fmt.Sprintf("/ckpt-it-shim-cgroup-%d", os.Getpid())
 	dirs := makeShimCgroup(t, name)
 
-	id := fmt.Sprintf("shim-cgroup-%d", seq.Add(1))
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithNewSnapshot(id, d.Image),
-		client.WithNewSpec(oci.WithImageConfig(d.Image), oci.WithProcessArgs("sh", "-c", "echo up; exec sleep 1000")),
-		client.WithRuntime(harness.Runtime, &options.Options{ShimCgroup: name}),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeContainer(t, d, c) })
+	c := newContainerWithOptions(t, d, ctx, &options.Options{ShimCgroup: name}, []string{"sh", "-c", "echo up; exec sleep 1000"})
 	out := &syncBuffer{}
 	startTask(t, ctx, c, streams(d, nil, out, out, false))
 	waitOutput(t, out, "up", 10*time.Second)
 
-	pid := servingShim(t, id)
-	for hierarchy, path := range cgroupsOf(t, pid) {
-		if _, ours := dirs[hierarchy]; ours && path != name {
-			t.Errorf("the shim (pid %d) is in %s in hierarchy %q, want %s", pid, path, hierarchy, name)
+	pid, ok := harness.Shims(d.Address)[c.ID()]
+	if !ok {
+		t.Fatalf("no serving shim for %s", c.ID())
+	}
+	cgs, err := testutil.CgroupsOf(strconv.Itoa(pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cg := range cgs {
+		if _, ours := dirs[cg.Controllers]; ours && cg.Path != name {
+			t.Errorf("the shim (pid %d) is in %s in hierarchy %q, want %s", pid, cg.Path, cg.Controllers, name)
 		}
 	}
 }
 
 // makeShimCgroup creates the cgroup name in every hierarchy, so that any
 // move of the shim shows, and removes it when the test ends, once the
-// shim has left it. It returns the hierarchies, keyed as /proc/PID/cgroup
-// names them.
+// shim has left it. It returns the dirs by controllers, as
+// /proc/PID/cgroup names them.
 func makeShimCgroup(t *testing.T, name string) map[string]string {
 	t.Helper()
-	dirs := map[string]string{}
-	if cgroups.Mode() == cgroups.Unified {
-		dirs[""] = filepath.Join("/sys/fs/cgroup", name)
-	} else {
-		for _, l := range strings.Split(strings.TrimSpace(readFile(t, "/proc/self/cgroup")), "\n") {
-			parts := strings.SplitN(l, ":", 3)
-			if len(parts) != 3 {
-				continue
-			}
-			h := strings.TrimPrefix(parts[1], "name=")
-			if h == "" {
-				h = "unified"
-			}
-			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, "cgroup.procs")); err == nil {
-				dirs[parts[1]] = filepath.Join("/sys/fs/cgroup", h, name)
-			}
-		}
+	cgs, err := testutil.CgroupsOf("self")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, dir := range dirs {
+	dirs := map[string]string{}
+	for _, cg := range cgs {
+		dir := filepath.Join(cg.Dir, name)
+		dirs[cg.Controllers] = dir
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		// A v1 cpuset takes no task before it has cpus and mems.
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			if cgroups.Mode() == cgroups.Unified {
-				break
-			}
-			if parent, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f)); err == nil {
-				if err := os.WriteFile(filepath.Join(dir, f), parent, 0); err != nil {
+		if strings.Contains(cg.Controllers, "cpuset") {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				parent, err := os.ReadFile(filepath.Join(cg.Dir, f))
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, f), parent, 0)
+				}
+				if err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -103,59 +89,5 @@ func makeShimCgroup(t *testing.T, name string) map[string]string {
 			}
 		})
 	}
-	if len(dirs) == 0 {
-		t.Fatal("no cgroup hierarchy under /sys/fs/cgroup")
-	}
 	return dirs
-}
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
-}
-
-// servingShim is the pid of ckpt's serving shim for container id.
-func servingShim(t *testing.T, id string) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if filepath.Base(args[0]) != "containerd-shim-ckpt-v2" {
-			continue
-		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-id" && args[i+1] == id {
-				return pid
-			}
-		}
-	}
-	t.Fatalf("no serving shim for %s", id)
-	return 0
-}
-
-// cgroupsOf is /proc/PID/cgroup: controllers ("" for v2) -> path.
-func cgroupsOf(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	paths := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(readFile(t, fmt.Sprintf("/proc/%d/cgroup", pid))), "\n") {
-		if parts := strings.SplitN(l, ":", 3); len(parts) == 3 {
-			paths[parts[1]] = parts[2]
-		}
-	}
-	return paths
 }

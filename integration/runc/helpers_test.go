@@ -219,7 +219,7 @@ func (c *ctr) assertContinuous() {
 // ones of the id).
 func (c *ctr) assertGone(id string, cgroupPaths []string) {
 	c.t.Helper()
-	cgroupPaths = append(cgroupPaths, defaultCgroupDirs(id)...)
+	cgroupPaths = append(cgroupPaths, defaultCgroupDirs(c.t, id)...)
 	if _, err := os.Stat(filepath.Join(c.root, id)); !os.IsNotExist(err) {
 		c.t.Errorf("runc state dir of %s left behind (%v)", id, err)
 	}
@@ -263,21 +263,15 @@ func (c *ctr) cgroupPaths(id string) []string {
 
 // defaultCgroupDirs are the cgroup dirs runc makes for id without a
 // cgroupsPath: <hierarchy>/<our own cgroup>/<id>.
-func defaultCgroupDirs(id string) []string {
+func defaultCgroupDirs(t testing.TB, id string) []string {
+	t.Helper()
+	cgs, err := testutil.CgroupsOf("self")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []string
-	for _, l := range strings.Split(readFile("/proc/self/cgroup"), "\n") {
-		f := strings.SplitN(l, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		ctrl := strings.TrimPrefix(f[1], "name=")
-		if ctrl == "" {
-			ctrl = "unified"
-		}
-		if first, _, ok := strings.Cut(ctrl, ","); ok {
-			ctrl = first
-		}
-		out = append(out, filepath.Join("/sys/fs/cgroup", ctrl, f[2], id))
+	for _, cg := range cgs {
+		out = append(out, filepath.Join(cg.Dir, cg.Path, id))
 	}
 	return out
 }

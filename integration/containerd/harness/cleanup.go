@@ -40,10 +40,19 @@ func buildShim(ctx context.Context, dir string) error {
 	return nil
 }
 
-// killShims kills the shims serving the daemon at address, ckpt's and
-// containerd's runc shim (the benchmark runs both): those of tasks nobody
-// deleted outlive containerd.
+// killShims kills the shims serving the daemon at address: those of
+// tasks nobody deleted outlive containerd.
 func killShims(address string) {
+	for _, pid := range Shims(address) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Shims finds the serving shims of the daemon at address, ckpt's and
+// containerd's runc shim (the benchmark runs both), by their command
+// lines: container id -> pid.
+func Shims(address string) map[string]int {
+	shims := map[string]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -54,16 +63,24 @@ func killShims(address string) {
 		if err != nil {
 			continue
 		}
-		args := strings.Split(string(cmdline), "\x00")
-		if len(args) == 0 || (filepath.Base(args[0]) != "containerd-shim-ckpt-v2" && filepath.Base(args[0]) != "containerd-shim-runc-v2") {
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if name := filepath.Base(args[0]); name != "containerd-shim-ckpt-v2" && name != "containerd-shim-runc-v2" {
 			continue
 		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-address" && args[i+1] == address {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
+		if flagValue(args, "-address") == address {
+			shims[flagValue(args, "-id")] = pid
 		}
 	}
+	return shims
+}
+
+func flagValue(args []string, name string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == name {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 // removeRuncContainers force-deletes what runc still has under root.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // InCI reports whether the tests run in CI, where nothing may be skipped.
@@ -79,4 +81,41 @@ func Rootfs(t testing.TB, dir string) {
 	os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "etc", "group"), []byte("root:x:0:\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "etc", "hostname"), []byte("ckpt-test\n"), 0o644)
+}
+
+// Cgroup is one line of /proc/PID/cgroup.
+type Cgroup struct {
+	// Controllers as the line names them: "" for v2, "name=systemd" for
+	// a named v1 hierarchy.
+	Controllers string
+	// Dir is the hierarchy's mount under /sys/fs/cgroup.
+	Dir string
+	// Path is the process's cgroup in the hierarchy.
+	Path string
+}
+
+// CgroupsOf reads /proc/PID/cgroup; pid "self" is this process.
+func CgroupsOf(pid string) ([]Cgroup, error) {
+	data, err := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Statfs_t
+	unified := unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+	var out []Cgroup
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		dir := filepath.Join("/sys/fs/cgroup", strings.TrimPrefix(f[1], "name="))
+		switch {
+		case f[1] == "" && unified:
+			dir = "/sys/fs/cgroup"
+		case f[1] == "":
+			dir = "/sys/fs/cgroup/unified"
+		}
+		out = append(out, Cgroup{Controllers: f[1], Dir: dir, Path: f[2]})
+	}
+	return out, nil
 }
