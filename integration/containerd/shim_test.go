@@ -60,6 +60,11 @@ func makeShimCgroup(t *testing.T, name string) map[string]string {
 	}
 	dirs := map[string]string{}
 	for _, cg := range cgs {
+		if _, err := os.Stat(filepath.Join(cg.Dir, "cgroup.procs")); err != nil {
+			// Listed but not mounted here (the v2 line of a hybrid host,
+			// in a container that mounts only the v1 hierarchies).
+			continue
+		}
 		dir := filepath.Join(cg.Dir, name)
 		dirs[cg.Controllers] = dir
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -88,6 +93,9 @@ func makeShimCgroup(t *testing.T, name string) map[string]string {
 				time.Sleep(50 * time.Millisecond)
 			}
 		})
+	}
+	if len(dirs) == 0 {
+		t.Fatal("no cgroup hierarchy of this process is mounted under /sys/fs/cgroup")
 	}
 	return dirs
 }

@@ -88,7 +88,8 @@ type Cgroup struct {
 	// Controllers as the line names them: "" for v2, "name=systemd" for
 	// a named v1 hierarchy.
 	Controllers string
-	// Dir is the hierarchy's mount under /sys/fs/cgroup.
+	// Dir is where the hierarchy is mounted under /sys/fs/cgroup, if it
+	// is: a container may mount only a hybrid host's v1 hierarchies.
 	Dir string
 	// Path is the process's cgroup in the hierarchy.
 	Path string
