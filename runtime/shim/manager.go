@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -161,16 +162,13 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 const warmEnv = "CKPT_SHIM_WARM_CGROUP_LOCK"
 
 // WarmCgroupLock starts paying the cgroup migration lock's grace period
-// (runtime/cgroupfs) in a serving shim that nothing else moves, as early
-// as the shim can: ~5 ms before containerd's Create arrives. The first
-// cgroup move of a container's life comes soon after (CRIU's of a
-// restored task, runc's of a new init), and the container being created
-// or restored waits for it; the lock then stays cheap for the moves of
-// the next few ms. The shim moves itself into the cgroup it is in, so
-// only where start does not move it (a shim cgroup in the runtime
-// options): there the two moves would race. Other processes are left
-// alone; the variable is dropped, so that runc and criu do not inherit
-// it.
+// (runtime/cgroupfs) in a serving shim, as early as the shim can: ~5 ms
+// before containerd's Create arrives, and so before the container's first
+// cgroup move (CRIU's of a restored task, runc's of a new init), which the
+// container waits for. The shim moves itself into the cgroup it is in;
+// start asks for it only where it does not move the shim itself (a shim
+// cgroup in the runtime options), since two moves would race. The
+// variable is dropped so that runc and criu do not inherit it.
 func WarmCgroupLock() {
 	if os.Getenv(warmEnv) != "1" {
 		return
@@ -179,15 +177,9 @@ func WarmCgroupLock() {
 	go cgroupfs.WarmMigration()
 }
 
-// withoutEnv is env without name's entries.
+// withoutEnv is a copy of env without name's entries.
 func withoutEnv(env []string, name string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, name+"=") {
-			out = append(out, kv)
-		}
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
 }
 
 func joinCgroup(path string, pid int) error {
