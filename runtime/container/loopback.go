@@ -59,10 +59,17 @@ func newLoopbackNetNS() *loopbackNetNS {
 		}
 		n.file, n.madeErr = os.Open("/proc/thread-self/ns/net")
 		close(n.made)
+		var upErr error
 		if n.madeErr == nil {
-			n.up <- setLoopbackUp()
+			upErr = setLoopbackUp()
 		}
-		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) != nil {
+		back := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET)
+		// lo's outcome is sent only once the thread is back: past wait,
+		// no thread of the shim is left in the container's namespace.
+		if n.madeErr == nil {
+			n.up <- upErr
+		}
+		if back != nil {
 			// The thread cannot go back: locked, it ends with this
 			// goroutine instead of running others in the new namespace.
 			return
@@ -96,7 +103,8 @@ func (n *loopbackNetNS) Close() error {
 	return n.file.Close()
 }
 
-// wait returns once lo is up, or why it could not come up.
+// wait returns once lo is up and the thread that made the namespace has
+// left it, or why lo could not come up.
 func (n *loopbackNetNS) wait(ctx context.Context) error {
 	n.once.Do(func() {
 		select {
