@@ -152,13 +152,32 @@ func (p *peer) final(t rpc.CriuReqType, ok bool, errno int32, msg string) {
 	p.proc.exit(status)
 }
 
-func countFDs(t *testing.T) int {
+// openFDs names this process's descriptors: number -> what it points at.
+func openFDs(t *testing.T) map[string]string {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	fds := make(map[string]string, len(ents))
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the directory's own descriptor, closed since
+		}
+		fds[e.Name()] = target
+	}
+	return fds
+}
+
+// noNewFDs fails t if a descriptor is open that was not in before.
+func noNewFDs(t *testing.T, before map[string]string) {
+	t.Helper()
+	for fd, target := range openFDs(t) {
+		if before[fd] != target {
+			t.Errorf("fd %s (%s) is left open", fd, target)
+		}
+	}
 }
 
 // opts are the least options CRIU's protocol requires.
