@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/runtime/criu"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 )
@@ -51,14 +52,14 @@ func ActionScripts(annotations map[string]string) ([]string, error) {
 // ScriptEnv returns base without CRTOOLS_ variables, plus the ones CRIU's
 // CLI sets for stage. initPid 0 leaves CRTOOLS_INIT_PID unset, as CRIU
 // does before it knows the root task.
-func ScriptEnv(base []string, stage, imageDir string, initPid int) []string {
+func ScriptEnv(base []string, stage criu.Stage, imageDir string, initPid int) []string {
 	env := make([]string, 0, len(base)+3)
 	for _, kv := range base {
 		if !strings.HasPrefix(kv, "CRTOOLS_") {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, EnvScriptAction+"="+stage, EnvImageDir+"="+imageDir)
+	env = append(env, EnvScriptAction+"="+string(stage), EnvImageDir+"="+imageDir)
 	if initPid > 0 {
 		env = append(env, EnvInitPid+"="+strconv.Itoa(initPid))
 	}
@@ -67,7 +68,8 @@ func ScriptEnv(base []string, stage, imageDir string, initPid int) []string {
 
 // ScriptError is an action script that failed.
 type ScriptError struct {
-	Stage, Path string
+	Stage criu.Stage
+	Path  string
 	// ExitStatus is -1 when the script did not exit normally.
 	ExitStatus int
 	Signal     syscall.Signal
@@ -87,7 +89,7 @@ func (e *ScriptError) Unwrap() error { return e.Err }
 // runScript runs one action script the way CRIU does: its path as both
 // the file and argv[0], no arguments, no stdin. Its output, which CRIU
 // writes to its log, goes to ckpt's log.
-func runScript(ctx context.Context, path string, env []string, dir, stage string, mon runc.ProcessMonitor) error {
+func runScript(ctx context.Context, path string, env []string, dir string, stage criu.Stage, mon runc.ProcessMonitor) error {
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Args = []string{path}
 	cmd.Env = env

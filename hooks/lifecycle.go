@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/ckpt-dev/ckpt/runtime/criu"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -53,7 +54,7 @@ type Lifecycle struct {
 	stateless bool
 
 	mu      sync.Mutex
-	ran     map[string]bool
+	ran     map[criu.Stage]bool
 	initPid int
 	created bool
 	deleted bool
@@ -64,7 +65,7 @@ type Lifecycle struct {
 func NewLifecycle(cfg Config) (*Lifecycle, error) {
 	l := &Lifecycle{
 		op: cfg.Op, container: cfg.Container, imageDir: cfg.ImageDir, workDir: cfg.WorkDir,
-		runner: HookRunner{Dir: cfg.Container.Bundle, Monitor: cfg.Monitor}, ran: map[string]bool{}, stateless: cfg.Stateless,
+		runner: HookRunner{Dir: cfg.Container.Bundle, Monitor: cfg.Monitor}, ran: map[criu.Stage]bool{}, stateless: cfg.Stateless,
 	}
 	if l.workDir == "" {
 		l.workDir = l.imageDir
@@ -83,7 +84,7 @@ func NewLifecycle(cfg Config) (*Lifecycle, error) {
 // caller answers CRIU false; for KillTree it also kills the restored tree.
 type StageError struct {
 	Op     Operation
-	Stage  string
+	Stage  criu.Stage
 	Policy Policy
 	Err    error
 }
@@ -95,7 +96,7 @@ func (e *StageError) Unwrap() error { return e.Err }
 // scripts. pid is the root task's host pid, 0 while CRIU has not told it.
 // Failures with policy LogOnly are logged and nil is returned; others come
 // back as a *StageError.
-func (l *Lifecycle) Stage(ctx context.Context, stage string, pid int) error {
+func (l *Lifecycle) Stage(ctx context.Context, stage criu.Stage, pid int) error {
 	step := Lookup(l.op, stage)
 	var catchUp *Step
 	l.mu.Lock()

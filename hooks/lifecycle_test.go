@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -92,7 +94,7 @@ func TestLifecycleRestore(t *testing.T) {
 	l := newLifecycle(t, Restore, c)
 	ctx := context.Background()
 	for _, s := range []struct {
-		stage string
+		stage criu.Stage
 		pid   int
 	}{{"pre-restore", 0}, {"setup-namespaces", pid}, {"post-setup-namespaces", 0}, {"orphan-pts-master", 0},
 		{"post-restore", pid}, {"network-unlock", 0}, {"pre-resume", 0}, {"post-resume", 0}} {
@@ -140,7 +142,7 @@ func TestLifecycleCatchUp(t *testing.T) {
 	hook, calls := recorder(t, dir)
 	pid := sibling(t)
 	l := newLifecycle(t, Restore, Container{ID: "c", Bundle: dir, Hooks: allHooks(hook)})
-	for _, stage := range []string{"pre-restore", "post-restore", "pre-resume"} {
+	for _, stage := range []criu.Stage{"pre-restore", "post-restore", "pre-resume"} {
 		if err := l.Stage(context.Background(), stage, pid); err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +183,7 @@ func TestLifecyclePolicies(t *testing.T) {
 		op      Operation
 		hooks   *specs.Hooks
 		scripts string
-		stage   string
+		stage   criu.Stage
 		policy  Policy // "" = no error
 	}{
 		//lint:ignore SA1019 prestart is deprecated, and still run
@@ -249,7 +251,7 @@ func TestLifecycleScriptEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, st := range []struct {
-		stage string
+		stage criu.Stage
 		pid   int
 	}{{"pre-restore", 0}, {"setup-namespaces", 4321}, {"orphan-pts-master", 0}, {"post-restore", 4321}, {"pre-resume", 0}} {
 		if err := l.Stage(context.Background(), st.stage, st.pid); err != nil {

@@ -1,6 +1,9 @@
 package hooks
 
-import specs "github.com/opencontainers/runtime-spec/specs-go"
+import (
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
 
 // The map: what ckpt does at each CRIU stage. This table is the only place
 // that says it; README.md's "Hooks and action scripts" and DESIGN.md's
@@ -42,8 +45,9 @@ const (
 )
 
 // TaskDelete is not a CRIU stage: it is the deletion of a restored
-// container (see the poststop entry).
-const TaskDelete = "task-delete"
+// container (see the poststop entry). It shares the type so that the map
+// has one key type; TestEveryCRIUStageIsMapped keeps it out of CRIU's names.
+const TaskDelete criu.Stage = "task-delete"
 
 // Policy is what a failure at a stage does.
 type Policy string
@@ -62,7 +66,7 @@ const (
 // Step is what ckpt does at one stage of one operation.
 type Step struct {
 	Op    Operation
-	Stage string
+	Stage criu.Stage
 	// Phases are the OCI hook phases run here, in this order, in Where,
 	// with State.status Status.
 	Phases []Phase
@@ -77,45 +81,45 @@ type Step struct {
 	// CatchUp is an earlier stage whose phases run first if CRIU did not
 	// send it: a tree without namespaces of its own gets no
 	// setup-namespaces, and prestart/createRuntime then run here.
-	CatchUp string
+	CatchUp criu.Stage
 }
 
 // Steps is the map. OCI hooks run before action scripts within a stage.
 var Steps = []Step{
-	{Op: Dump, Stage: "pre-stream", Scripts: true, ScriptFailure: Abort},
-	{Op: Dump, Stage: "pre-dump", Scripts: true, ScriptFailure: Abort},
-	{Op: Dump, Stage: "network-lock", Scripts: true, ScriptFailure: Abort},
-	{Op: Dump, Stage: "query-ext-files"},
-	{Op: Dump, Stage: "post-dump", Scripts: true, ScriptFailure: Abort},
-	{Op: Dump, Stage: "network-unlock", Scripts: true, ScriptFailure: LogOnly},
-	{Op: Dump, Stage: "status-ready", Scripts: true, ScriptFailure: Abort},
+	{Op: Dump, Stage: criu.PreStream, Scripts: true, ScriptFailure: Abort},
+	{Op: Dump, Stage: criu.PreDump, Scripts: true, ScriptFailure: Abort},
+	{Op: Dump, Stage: criu.NetworkLock, Scripts: true, ScriptFailure: Abort},
+	{Op: Dump, Stage: criu.QueryExtFiles},
+	{Op: Dump, Stage: criu.PostDump, Scripts: true, ScriptFailure: Abort},
+	{Op: Dump, Stage: criu.NetworkUnlock, Scripts: true, ScriptFailure: LogOnly},
+	{Op: Dump, Stage: criu.StatusReady, Scripts: true, ScriptFailure: Abort},
 
-	{Op: Restore, Stage: "pre-stream", Scripts: true, ScriptFailure: Abort},
-	{Op: Restore, Stage: "pre-restore", Scripts: true, ScriptFailure: Abort},
+	{Op: Restore, Stage: criu.PreStream, Scripts: true, ScriptFailure: Abort},
+	{Op: Restore, Stage: criu.PreRestore, Scripts: true, ScriptFailure: Abort},
 	{
-		Op: Restore, Stage: "setup-namespaces",
+		Op: Restore, Stage: criu.SetupNamespaces,
 		Phases: []Phase{Prestart, CreateRuntime}, Where: RuntimeNamespace, Status: specs.StateCreating, HookFailure: Abort,
 		Scripts: true, ScriptFailure: Abort,
 	},
-	{Op: Restore, Stage: "post-setup-namespaces", Scripts: true, ScriptFailure: Abort},
-	{Op: Restore, Stage: "orphan-pts-master"},
+	{Op: Restore, Stage: criu.PostSetupNamespaces, Scripts: true, ScriptFailure: Abort},
+	{Op: Restore, Stage: criu.OrphanPtsMaster},
 	{
-		Op: Restore, Stage: "post-restore",
+		Op: Restore, Stage: criu.PostRestore,
 		Phases: []Phase{CreateContainer}, Where: ContainerNamespace, Status: specs.StateCreating, HookFailure: Abort,
-		Scripts: true, ScriptFailure: Abort, CatchUp: "setup-namespaces",
+		Scripts: true, ScriptFailure: Abort, CatchUp: criu.SetupNamespaces,
 	},
-	{Op: Restore, Stage: "network-unlock", Scripts: true, ScriptFailure: LogOnly},
+	{Op: Restore, Stage: criu.NetworkUnlock, Scripts: true, ScriptFailure: LogOnly},
 	{
-		Op: Restore, Stage: "pre-resume",
+		Op: Restore, Stage: criu.PreResume,
 		Phases: []Phase{StartContainer}, Where: ContainerNamespace, Status: specs.StateCreated, HookFailure: KillTree,
 		Scripts: true, ScriptFailure: LogOnly,
 	},
 	{
-		Op: Restore, Stage: "post-resume",
+		Op: Restore, Stage: criu.PostResume,
 		Phases: []Phase{Poststart}, Where: RuntimeNamespace, Status: specs.StateRunning, HookFailure: KillTree,
 		Scripts: true, ScriptFailure: LogOnly,
 	},
-	{Op: Restore, Stage: "status-ready", Scripts: true, ScriptFailure: Abort},
+	{Op: Restore, Stage: criu.StatusReady, Scripts: true, ScriptFailure: Abort},
 	{
 		Op: Restore, Stage: TaskDelete,
 		Phases: []Phase{Poststop}, Where: RuntimeNamespace, Status: specs.StateStopped, HookFailure: LogOnly,
@@ -125,7 +129,7 @@ var Steps = []Step{
 // Lookup returns the step for stage in op. A stage the map does not know
 // (a newer CRIU's) gets action scripts only, failing as CRIU's CLI fails a
 // stage whose script fails.
-func Lookup(op Operation, stage string) Step {
+func Lookup(op Operation, stage criu.Stage) Step {
 	for _, s := range Steps {
 		if s.Op == op && s.Stage == stage {
 			return s
@@ -137,7 +141,7 @@ func Lookup(op Operation, stage string) Step {
 // OperationOf guesses the operation from a stage name alone, for a caller
 // that only has CRIU's CRTOOLS_SCRIPT_ACTION: the stages only a dump sends
 // are Dump, the others Restore (the stages both send carry no OCI hooks).
-func OperationOf(stage string) Operation {
+func OperationOf(stage criu.Stage) Operation {
 	for _, s := range Steps {
 		if s.Stage == stage && s.Op == Dump && !knownIn(Restore, stage) {
 			return Dump
@@ -146,7 +150,7 @@ func OperationOf(stage string) Operation {
 	return Restore
 }
 
-func knownIn(op Operation, stage string) bool {
+func knownIn(op Operation, stage criu.Stage) bool {
 	for _, s := range Steps {
 		if s.Op == op && s.Stage == stage {
 			return true

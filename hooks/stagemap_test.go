@@ -4,13 +4,15 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ckpt-dev/ckpt/runtime/criu"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestStageMap(t *testing.T) {
 	tests := []struct {
 		op            Operation
-		stage         string
+		stage         criu.Stage
 		phases        []Phase
 		where         Namespace
 		status        specs.ContainerState
@@ -39,7 +41,7 @@ func TestStageMap(t *testing.T) {
 		{Dump, "setup-namespaces", nil, "", "", "", true, Abort},
 	}
 	for _, tt := range tests {
-		t.Run(string(tt.op)+"/"+tt.stage, func(t *testing.T) {
+		t.Run(string(tt.op)+"/"+string(tt.stage), func(t *testing.T) {
 			s := Lookup(tt.op, tt.stage)
 			if s.Op != tt.op || s.Stage != tt.stage {
 				t.Fatalf("looked up %s/%s", s.Op, s.Stage)
@@ -58,7 +60,7 @@ func TestStageMap(t *testing.T) {
 // runtime-spec's order along CRIU's restore order; the only catch-up is
 // post-restore's, of setup-namespaces.
 func TestStageMapInvariants(t *testing.T) {
-	restoreOrder := []string{"pre-restore", "setup-namespaces", "post-setup-namespaces", "post-restore", "network-unlock", "pre-resume", "post-resume", TaskDelete}
+	restoreOrder := []criu.Stage{"pre-restore", "setup-namespaces", "post-setup-namespaces", "post-restore", "network-unlock", "pre-resume", "post-resume", TaskDelete}
 	var phases []Phase
 	for _, stage := range restoreOrder {
 		phases = append(phases, Lookup(Restore, stage).Phases...)
@@ -69,7 +71,7 @@ func TestStageMapInvariants(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, s := range Steps {
-		key := string(s.Op) + "/" + s.Stage
+		key := string(s.Op) + "/" + string(s.Stage)
 		if seen[key] {
 			t.Errorf("%s twice in the map", key)
 		}
@@ -90,13 +92,73 @@ func TestStageMapInvariants(t *testing.T) {
 }
 
 func TestOperationOf(t *testing.T) {
-	for stage, want := range map[string]Operation{
+	for stage, want := range map[criu.Stage]Operation{
 		"pre-dump": Dump, "post-dump": Dump, "network-lock": Dump, "query-ext-files": Dump,
 		"pre-restore": Restore, "setup-namespaces": Restore, "post-restore": Restore, "pre-resume": Restore,
 		"post-resume": Restore, "network-unlock": Restore, "status-ready": Restore, "unknown": Restore,
 	} {
 		if got := OperationOf(stage); got != want {
 			t.Errorf("%s: %s, want %s", stage, got, want)
+		}
+	}
+}
+
+// notSent are the CRIU stages deliberately left out of the map for an
+// operation: CRIU never sends them there (criu/action-scripts.c and its
+// callers). A stage CRIU gains (a new criu.Stage constant) must go either
+// into Steps or here, with a reason, or this test fails.
+var notSent = map[Operation]map[criu.Stage]string{
+	Dump: {
+		criu.PreRestore:          "restore only",
+		criu.SetupNamespaces:     "restore only",
+		criu.PostSetupNamespaces: "restore only",
+		criu.OrphanPtsMaster:     "restore only",
+		criu.PostRestore:         "restore only",
+		criu.PreResume:           "restore only",
+		criu.PostResume:          "restore only",
+	},
+	Restore: {
+		criu.PreDump:       "dump only",
+		criu.PostDump:      "dump only",
+		criu.NetworkLock:   "dump only: a restore starts with the network locked",
+		criu.QueryExtFiles: "dump only: a restore is told its externals in the request",
+	},
+}
+
+// TestEveryCRIUStageIsMapped: for each operation, every stage CRIU sends
+// has a step or is listed in notSent, and every step's stage is one of
+// CRIU's (or TaskDelete): a misspelt stage cannot hide as "action scripts
+// only".
+func TestEveryCRIUStageIsMapped(t *testing.T) {
+	known := map[criu.Stage]bool{}
+	for _, s := range criu.Stages {
+		known[s] = true
+	}
+	if known[TaskDelete] {
+		t.Fatalf("%s is a CRIU stage name too", TaskDelete)
+	}
+	for _, op := range []Operation{Dump, Restore} {
+		for _, stage := range criu.Stages {
+			_, left := notSent[op][stage]
+			switch mapped := knownIn(op, stage); {
+			case mapped && left:
+				t.Errorf("%s/%s is both in the map and left out", op, stage)
+			case !mapped && !left:
+				t.Errorf("%s/%s is neither in the map nor deliberately left out (notSent)", op, stage)
+			}
+		}
+		for stage := range notSent[op] {
+			if !known[stage] {
+				t.Errorf("notSent[%s] names %q, not a CRIU stage", op, stage)
+			}
+		}
+	}
+	for _, s := range Steps {
+		if !known[s.Stage] && s.Stage != TaskDelete {
+			t.Errorf("step %s/%q: not a CRIU stage", s.Op, s.Stage)
+		}
+		if s.CatchUp != "" && !known[s.CatchUp] {
+			t.Errorf("step %s/%s catches up %q, not a CRIU stage", s.Op, s.Stage, s.CatchUp)
 		}
 	}
 }

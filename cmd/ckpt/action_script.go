@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ckpt-dev/ckpt/hooks"
+	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -45,7 +46,7 @@ and so no prestart/createRuntime here.`,
 }
 
 func actionScriptAction(c *cli.Context) error {
-	stage := os.Getenv(hooks.EnvScriptAction)
+	stage := criu.Stage(os.Getenv(hooks.EnvScriptAction))
 	if stage == "" {
 		return cli.Exit("ckpt action-script: "+hooks.EnvScriptAction+" is not set: run it as a CRIU action script", 2)
 	}

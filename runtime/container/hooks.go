@@ -54,7 +54,7 @@ func (r *Restoring) onStage(ctx context.Context, stage criu.Stage) error {
 	if r.hooks == nil {
 		return nil
 	}
-	err := r.hooks.Stage(ctx, string(stage), pid)
+	err := r.hooks.Stage(ctx, stage, pid)
 	var se *hooks.StageError
 	if errors.As(err, &se) && se.Policy == hooks.KillTree {
 		r.killTree(ctx)
@@ -115,6 +115,6 @@ func checkpointStages(opts CheckpointOptions, cfg *configs.Config, imgPath strin
 				return err
 			}
 		}
-		return l.Stage(ctx, string(stage), pid)
+		return l.Stage(ctx, stage, pid)
 	}, nil
 }
