@@ -82,7 +82,14 @@ func restoreAction(c *cli.Context) error {
 		opts.Stdio = [3]*os.File{os.Stdin, os.Stdout, os.Stderr}
 	}
 	if sock := c.String("console-socket"); sock != "" {
-		opts.Console = func(master *os.File) error { return sendConsole(sock, master) }
+		opts.Console = func(master *os.File, init bool) error {
+			if !init {
+				// Another session's terminal (an exec's): like the
+				// shim, nobody here can take it; closing hangs it up.
+				return master.Close()
+			}
+			return sendConsole(sock, master)
+		}
 	}
 
 	pid, err := container.Restore(c.Context, opts)

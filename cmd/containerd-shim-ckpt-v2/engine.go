@@ -4,36 +4,22 @@ import (
 	"context"
 
 	"github.com/ckpt-dev/ckpt/runtime/container"
-	"github.com/ckpt-dev/ckpt/runtime/image"
 	ckptshim "github.com/ckpt-dev/ckpt/runtime/shim"
 )
 
-// engine adapts runtime/container to the task service's Engine.
+// engine is runtime/container as the task service's Engine. It lives here,
+// not in runtime/shim, so that the shim package can be tested without it.
 type engine struct{}
 
-func (engine) Checkpoint(ctx context.Context, req ckptshim.CheckpointRequest) error {
-	opts := container.CheckpointOptions{
-		Root: req.Root, ID: req.ID, Runc: req.Runc, Monitor: req.Monitor,
-		ImagePath: req.ImagePath, WorkPath: req.WorkPath, ParentPath: req.ParentPath,
-		LeaveRunning: req.LeaveRunning, TCPEstablished: req.TCPEstablished, ExtUnixSK: req.ExtUnixSK,
-		ShellJob: req.ShellJob, FileLocks: req.FileLocks, EmptyNetNS: req.EmptyNetNS,
-		CgroupsMode: req.CgroupsMode,
-	}
-	if ws := req.WindowSize; ws != nil {
-		opts.WindowSize = &image.WindowSize{Rows: ws.Rows, Cols: ws.Cols}
-	}
+func (engine) Checkpoint(ctx context.Context, opts container.CheckpointOptions) error {
 	_, err := container.Checkpoint(ctx, opts)
 	return err
 }
 
-func (engine) StartRestore(ctx context.Context, req ckptshim.RestoreRequest) (ckptshim.Restore, error) {
-	r, err := container.StartRestore(ctx, container.RestoreOptions{
-		Root: req.Root, ID: req.ID, Runc: req.Runc, Monitor: req.Monitor,
-		Bundle: req.Bundle, ImagePath: req.ImagePath, WorkPath: req.WorkPath,
-		Stdio: req.Stdio, Console: req.Console, RootfsLate: req.RootfsLate,
-	})
+func (engine) StartRestore(ctx context.Context, opts container.RestoreOptions) (ckptshim.Restore, error) {
+	r, err := container.StartRestore(ctx, opts)
 	if err != nil {
-		return nil, err
+		return nil, err // not a typed nil in the interface
 	}
 	return r, nil
 }

@@ -80,7 +80,13 @@ func TestTerminal(t *testing.T) {
 
 	opts := c.restoreOpts(dir, c.id)
 	got := make(chan *os.File, 1)
-	opts.Console = func(m *os.File) error { got <- m; return nil }
+	opts.Console = func(m *os.File, init bool) error {
+		if !init {
+			t.Errorf("the only restored pty master is not the init's")
+		}
+		got <- m
+		return nil
+	}
 	if _, err := container.Restore(ctx(t), opts); err != nil {
 		t.Fatal(err)
 	}

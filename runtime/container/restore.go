@@ -44,9 +44,12 @@ type RestoreOptions struct {
 	// init's stdio where it was a pipe or a file outside the container.
 	// A nil entry is /dev/null.
 	Stdio [3]*os.File
-	// Console receives the master of the restored init's pty (and owns
-	// it). It is required when the checkpoint has a terminal.
-	Console func(master *os.File) error
+	// Console receives each pty master CRIU restored, and owns it; init
+	// says whether it is the restored init's terminal (the others belong
+	// to sessions the caller did not start, e.g. an exec's). It is called
+	// at post-restore, after the recorded window size is set. It is
+	// required when the checkpoint has a terminal.
+	Console func(master *os.File, init bool) error
 	// EmptyNetNS restores the network namespace empty, for a caller that
 	// sets up the network itself (also when the checkpoint did not ask).
 	EmptyNetNS bool
@@ -92,6 +95,7 @@ type Restoring struct {
 	tmpfsDirs []string
 	files     []*os.File
 	planned   *plan.Restore
+	ptys      *restoredPtys // pty masters CRIU sent, until post-restore
 	cancel    context.CancelFunc
 	hooks     *hooks.Lifecycle
 	// runcChecked delivers the result of the runc version check.
@@ -100,8 +104,7 @@ type Restoring struct {
 	mu      sync.Mutex
 	pid     int
 	criuPid int
-	written bool  // runc's state.json exists
-	masters []int // ckpt's duplicates of restored pty masters
+	written bool // runc's state.json exists
 
 	// created is closed once Pid is real (setup-namespaces).
 	created     chan struct{}
@@ -251,6 +254,7 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 	if err != nil {
 		return cc, err
 	}
+	r.ptys = newRestoredPtys(desc)
 	if md.Terminal && opts.Console == nil {
 		return cc, errors.New("the checkpoint has a terminal: restoring it needs a console to take the pty master (console socket)")
 	}

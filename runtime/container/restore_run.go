@@ -208,10 +208,14 @@ func (r *Restoring) writeState(ctx context.Context, pid int) error {
 	if err := runcstate.Save(r.stateDir, st); err != nil {
 		return fmt.Errorf("write runc state: %w", err)
 	}
-	r.applyWinsize(ctx)
 	r.mu.Lock()
 	r.written = true
 	r.mu.Unlock()
+	if r.opts.Console != nil {
+		if err := r.ptys.handOver(ctx, r.md.WindowSize, r.opts.Console); err != nil {
+			return fmt.Errorf("hand over the restored terminal: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -221,56 +225,13 @@ func otherTimeNS(pid int) bool {
 	return err1 == nil && err2 == nil && a != b
 }
 
-// console hands the restored pty master to the caller. CRIU restores the
-// tty's own (checkpoint-time) window size after this notification, so the
-// size ckpt recorded is applied at post-restore, through a duplicate of the
-// master kept until then.
+// console keeps a restored pty master until post-restore (terminal.go).
 func (r *Restoring) console(ctx context.Context, master *os.File) error {
 	if r.opts.Console == nil {
 		master.Close()
 		return errors.New("no console to take the restored pty master")
 	}
-	if ws := r.md.WindowSize; ws != nil && ws.Rows > 0 && ws.Cols > 0 {
-		if fd, err := dupFd(master); err == nil {
-			r.mu.Lock()
-			r.masters = append(r.masters, fd)
-			r.mu.Unlock()
-		} else {
-			log.G(ctx).WithError(err).Warn("cannot keep the pty master to set its window size")
-		}
-	}
-	return r.opts.Console(master)
-}
-
-// applyWinsize sets the recorded window size on the restored ptys and
-// drops ckpt's duplicates of their masters.
-func (r *Restoring) applyWinsize(ctx context.Context) {
-	r.mu.Lock()
-	masters := r.masters
-	r.masters = nil
-	r.mu.Unlock()
-	for _, fd := range masters {
-		ws := r.md.WindowSize
-		if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: ws.Rows, Col: ws.Cols}); err != nil {
-			log.G(ctx).WithError(err).Warn("cannot set the restored terminal's window size")
-		}
-		unix.Close(fd)
-	}
-}
-
-// dupFd duplicates f's descriptor as a raw fd. Neither Fd() nor an
-// *os.File around the copy: both may switch the shared file description,
-// and so the caller's master, to blocking mode.
-func dupFd(f *os.File) (int, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd, dupErr := -1, error(nil)
-	if err := rc.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, dupErr
+	return r.ptys.add(master)
 }
 
 // cleanup undoes what the restore made. After success only the temporary
@@ -311,12 +272,7 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 		f.Close()
 	}
 	r.files = nil
-	r.mu.Lock()
-	for _, fd := range r.masters {
-		unix.Close(fd)
-	}
-	r.masters = nil
-	r.mu.Unlock()
+	r.ptys.close()
 	if failed && r.stateDir != "" {
 		if err := os.RemoveAll(r.stateDir); err != nil {
 			logger.WithError(err).Warn("cleanup: state dir")

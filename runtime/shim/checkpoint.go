@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	rcontainer "github.com/ckpt-dev/ckpt/runtime/container"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -105,8 +106,8 @@ func checkpointOptions(a *anypb.Any) (*options.CheckpointOptions, error) {
 }
 
 // checkpointRequest maps containerd's options to CRIU's.
-func checkpointRequest(opts *options.CheckpointOptions, path, work string) CheckpointRequest {
-	return CheckpointRequest{
+func checkpointRequest(opts *options.CheckpointOptions, path, work string) rcontainer.CheckpointOptions {
+	return rcontainer.CheckpointOptions{
 		ImagePath:      path,
 		WorkPath:       work,
 		LeaveRunning:   !opts.Exit,

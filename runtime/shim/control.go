@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/typeurl/v2"
+	"github.com/creack/pty"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
@@ -27,7 +28,7 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	if !p.stdio.Terminal {
 		return nil, toGRPC(fmt.Errorf("resize: process has no terminal: %w", errdefs.ErrFailedPrecondition))
 	}
-	if err := p.resize(WindowSize{Rows: uint16(r.Height), Cols: uint16(r.Width)}); err != nil {
+	if err := p.resize(pty.Winsize{Rows: uint16(r.Height), Cols: uint16(r.Width)}); err != nil {
 		return nil, toGRPC(fmt.Errorf("resize: %w", err))
 	}
 	return empty, nil

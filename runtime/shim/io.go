@@ -8,13 +8,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/ckpt-dev/ckpt/console"
-	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -163,85 +160,32 @@ func (p *procIO) attachConsole(master *console.Master) error {
 	return p.console.Attach(master)
 }
 
-// restoreFinished runs once a restore has completed. CRIU sets a
-// terminal's checkpointed window size after it has sent the master (and
-// ckpt its recorded size at post-restore), so a size the client asked for
-// meanwhile is set again.
+// restoreFinished runs once a restore has completed: a terminal whose
+// master never came is not connected, which the user should hear of.
+// (The master came at post-restore, after CRIU set the tty's sizes, so the
+// size the client asked for, which Attach applied, is still in force.)
 func (p *procIO) restoreFinished() {
-	if p.console == nil {
-		return
-	}
-	if p.console.Master() == nil {
+	if p.console != nil && p.console.Master() == nil {
 		log.G(p.ctx).Warn("the restored init's pty master never arrived: its terminal is not connected")
-		return
-	}
-	if ws, ok := p.console.RequestedSize(); ok {
-		if err := p.console.Resize(ws); err != nil {
-			log.G(p.ctx).WithError(err).Warn("set the requested window size on the restored terminal")
-		}
 	}
 }
 
-// restoredMasters takes the pty masters CRIU sends while restoring a
-// terminal task (orphan-pts-master), one per terminal of the tree. The
-// init's goes to its console. Any other belongs to a session containerd
-// does not restore (an exec'd terminal): nobody can take it, so it is
-// closed, which hangs that terminal up, and logged.
-type restoredMasters struct {
-	ctx context.Context
-	io  *procIO
-	// initPts is the init's pty index at checkpoint time, which CRIU
-	// restores; -1 if unknown: then the first master is the init's.
-	initPts int
-
-	mu    sync.Mutex
-	taken bool
-}
-
-func newRestoredMasters(ctx context.Context, pio *procIO, imagePath string) *restoredMasters {
-	return &restoredMasters{ctx: ctx, io: pio, initPts: initPtsNumber(imagePath)}
-}
-
-// take is RestoreRequest.Console.
-func (r *restoredMasters) take(f *os.File) error {
+// takeRestoredMaster is RestoreOptions.Console: the init's pty master goes
+// to its console. Any other belongs to a session containerd does not
+// restore (an exec'd terminal): nobody can take it, so it is closed, which
+// hangs that terminal up, and logged. runtime/container decides which is
+// the init's.
+func (p *procIO) takeRestoredMaster(f *os.File, init bool) error {
 	m, err := console.MasterFromFile(f)
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	isInit := !r.taken && (r.initPts < 0 || m.Number() == r.initPts)
-	if isInit {
-		r.taken = true
-	}
-	r.mu.Unlock()
-	if !isInit {
-		log.G(r.ctx).WithField("pts", m.String()).WithField("init_pts", r.initPts).
+	if !init {
+		log.G(p.ctx).WithField("pts", m.String()).
 			Warn("a restored pty master is not the init's and has no taker; closing it hangs its terminal up")
 		return m.Close()
 	}
-	return r.io.attachConsole(m)
-}
-
-// initPtsNumber is the pty index of the checkpointed init's stdio as
-// descriptors.json records it ("/dev/pts/N"); -1 if there is none.
-func initPtsNumber(imagePath string) int {
-	dir, err := os.Open(imagePath)
-	if err != nil {
-		return -1
-	}
-	defer dir.Close()
-	links, err := image.ReadDescriptors(dir)
-	if err != nil {
-		return -1
-	}
-	for _, l := range links {
-		if n, ok := strings.CutPrefix(l, "/dev/pts/"); ok {
-			if v, err := strconv.Atoi(n); err == nil && v >= 0 {
-				return v
-			}
-		}
-	}
-	return -1
+	return p.attachConsole(m)
 }
 
 func (p *procIO) copyOut(w io.WriteCloser, r io.Reader) {

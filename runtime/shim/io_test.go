@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -178,7 +179,7 @@ func TestProcIOTerminal(t *testing.T) {
 	if p.io.pipes != nil {
 		t.Fatal("a terminal process got pipes")
 	}
-	if err := p.resize(WindowSize{Rows: 31, Cols: 101}); err != nil {
+	if err := p.resize(pty.Winsize{Rows: 31, Cols: 101}); err != nil {
 		t.Fatal(err)
 	}
 	if ws := p.windowSize(); ws != nil {
@@ -215,7 +216,7 @@ func TestProcIOTerminal(t *testing.T) {
 	if !strings.Contains(got, "31 101") {
 		t.Errorf("stty size in %q, want 31 101", got)
 	}
-	if ws := p.windowSize(); ws == nil || *ws != (WindowSize{Rows: 31, Cols: 101}) {
+	if ws := p.windowSize(); ws == nil || *ws != (image.WindowSize{Rows: 31, Cols: 101}) {
 		t.Errorf("windowSize = %+v", ws)
 	}
 
@@ -271,26 +272,11 @@ func waitRawMode(t *testing.T, master int) {
 	}
 }
 
-// The masters of a restore: the init's (by its checkpointed pts number,
-// else the first) goes to the console, others are closed.
-func TestRestoredMasters(t *testing.T) {
-	byNumber := func(initSlave string) []string { return []string{initSlave, initSlave, initSlave} }
-	pipes := func(string) []string { return []string{"pipe:[1]", "pipe:[2]", "pipe:[3]"} }
-	tests := []struct {
-		name string
-		// descriptors is descriptors.json given the init's slave (the
-		// second pty); nil: none.
-		descriptors func(initSlave string) []string
-		order       []int // indexes of the ptys, in arrival order
-		wantInit    int   // index of the master the console must hold
-	}{
-		{name: "by number, init's second", descriptors: byNumber, order: []int{0, 1}, wantInit: 1},
-		{name: "by number, init's first", descriptors: byNumber, order: []int{1, 0}, wantInit: 1},
-		{name: "no pty in descriptors: the first", descriptors: pipes, order: []int{0, 1}, wantInit: 0},
-		{name: "no descriptors: the first", order: []int{1, 0}, wantInit: 1},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+// The masters of a restore: the one runtime/container says is the init's
+// goes to the console, others are closed (their terminals hang up).
+func TestTakeRestoredMaster(t *testing.T) {
+	for _, initFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("init first %v", initFirst), func(t *testing.T) {
 			var masters, slaves [2]*os.File
 			for i := range masters {
 				m, s, err := pty.Open()
@@ -300,31 +286,25 @@ func TestRestoredMasters(t *testing.T) {
 				masters[i], slaves[i] = m, s
 				defer s.Close()
 			}
-			dir := t.TempDir()
-			if tt.descriptors != nil {
-				if err := image.WriteDescriptors(dir, tt.descriptors(slaves[1].Name())); err != nil {
-					t.Fatal(err)
-				}
-			}
 			pio, err := newProcIO(context.Background(), stdio.Stdio{Terminal: true}, 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer pio.close()
-			take := newRestoredMasters(context.Background(), pio, dir).take
-			for _, i := range tt.order {
-				if err := take(masters[i]); err != nil {
+			order := []int{0, 1}
+			if !initFirst {
+				order = []int{1, 0}
+			}
+			for _, i := range order {
+				if err := pio.takeRestoredMaster(masters[i], i == 1); err != nil {
 					t.Fatalf("take master %d: %v", i, err)
 				}
 			}
-			want := slaves[tt.wantInit].Name()
-			if m := pio.console.Master(); m == nil || m.String() != want {
-				t.Fatalf("the console holds %v, want %s", m, want)
+			if m := pio.console.Master(); m == nil || m.String() != slaves[1].Name() {
+				t.Fatalf("the console holds %v, want %s", m, slaves[1].Name())
 			}
-			// The other terminal is hung up: its master is gone.
-			other := slaves[1-tt.wantInit]
-			if _, err := other.Write([]byte("x")); err == nil {
-				t.Errorf("the other terminal %s still has its master", other.Name())
+			if _, err := slaves[0].Write([]byte("x")); err == nil {
+				t.Errorf("the other terminal %s still has its master", slaves[0].Name())
 			}
 		})
 	}

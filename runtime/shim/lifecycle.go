@@ -10,6 +10,7 @@ import (
 
 	"github.com/ckpt-dev/ckpt/console"
 	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
+	rcontainer "github.com/ckpt-dev/ckpt/runtime/container"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -199,13 +200,13 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 	}
 	work := workDir(c.bundle, opts.CriuWorkPath)
 	c.criuWork = work
-	req := RestoreRequest{
+	req := rcontainer.RestoreOptions{
 		Root: c.runc.Root, ID: c.id, Runc: c.runc.Command, Bundle: c.bundle,
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
 		RootfsLate: c.madeByCRI,
 	}
 	if p.stdio.Terminal {
-		req.Console = newRestoredMasters(s.ctx, p.io, checkpoint).take
+		req.Console = p.io.takeRestoredMaster
 	}
 	rs, err := s.engine.StartRestore(ctx, req)
 	// CRIU has its own copies of the child ends by now (or failed).

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
@@ -151,16 +152,19 @@ func (p *process) wait(ctx context.Context) error {
 
 // resize applies ResizePty; a size asked for before the pty master has
 // arrived is applied when it does.
-func (p *process) resize(ws WindowSize) error {
+func (p *process) resize(ws pty.Winsize) error {
 	if p.io == nil || p.io.console == nil {
 		return fmt.Errorf("process has no terminal: %w", errdefs.ErrFailedPrecondition)
 	}
-	return p.io.console.Resize(pty.Winsize{Rows: ws.Rows, Cols: ws.Cols})
+	return p.io.console.Resize(ws)
 }
 
 // windowSize is the terminal's current size, for a checkpoint; nil
-// without a terminal.
-func (p *process) windowSize() *WindowSize {
+// without a terminal. image.WindowSize is the one type that crosses to
+// runtime/container: it is what ckpt.json records, characters only
+// (pixel sizes are not restored), and it keeps creack/pty, a console
+// concern, out of runtime/container.
+func (p *process) windowSize() *image.WindowSize {
 	if p.io == nil || p.io.console == nil {
 		return nil
 	}
@@ -168,7 +172,7 @@ func (p *process) windowSize() *WindowSize {
 	if err != nil {
 		return nil
 	}
-	return &WindowSize{Rows: ws.Rows, Cols: ws.Cols}
+	return &image.WindowSize{Rows: ws.Rows, Cols: ws.Cols}
 }
 
 func (c *container) exec(id string) *process {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
+	rcontainer "github.com/ckpt-dev/ckpt/runtime/container"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -45,11 +47,11 @@ func TestCheckpointRequest(t *testing.T) {
 		Exit: false, OpenTcp: true, ExternalUnixSockets: true, Terminal: true, FileLocks: true,
 		EmptyNamespaces: []string{"network"}, CgroupsMode: "soft",
 	}, "/img", "/work")
-	want := CheckpointRequest{
+	want := rcontainer.CheckpointOptions{
 		ImagePath: "/img", WorkPath: "/work", LeaveRunning: true, TCPEstablished: true, ExtUnixSK: true,
 		ShellJob: true, FileLocks: true, EmptyNetNS: true, CgroupsMode: "soft", Monitor: runc.Monitor,
 	}
-	if req != want {
+	if !reflect.DeepEqual(req, want) {
 		t.Fatalf("got %+v\nwant %+v", req, want)
 	}
 	if req := checkpointRequest(&options.CheckpointOptions{Exit: true}, "/img", "/w"); req.LeaveRunning || req.EmptyNetNS {
