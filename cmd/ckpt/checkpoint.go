@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/container"
+	"github.com/ckpt-dev/ckpt/runtime/policy"
+	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	"github.com/opencontainers/runc/libcontainer/utils"
 	"github.com/urfave/cli/v2"
 )
 
@@ -13,8 +16,14 @@ const defaultRuncRoot = "/run/runc"
 
 func init() {
 	commands = append(commands, &cli.Command{
-		Name:      "checkpoint",
-		Usage:     "checkpoint a container runc runs",
+		Name:  "checkpoint",
+		Usage: "checkpoint a container runc runs",
+		Description: `The options the flags do not give are the container's checkpoint
+defaults, as the shim applies them: what it saved in the bundle at create
+(its runtime config and io.ckpt.checkpoint.* annotations), or, for a
+container the shim did not create, its annotations (or --config's file).
+The network namespace is dumped with its contents unless --empty-ns says
+otherwise.`,
 		ArgsUsage: "ID",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "root", Value: defaultRuncRoot, Usage: "runc's root dir"},
@@ -30,23 +39,17 @@ func init() {
 			&cli.StringFlag{Name: "manage-cgroups-mode", Usage: "CRIU cgroups mode: soft, full, strict or ignore"},
 			&cli.StringSliceFlag{Name: "empty-ns", Usage: "namespaces to dump empty (only \"network\")"},
 			&cli.BoolFlag{Name: "pre-dump", Usage: "copy memory only, for a later --parent-path"},
+			&cli.StringFlag{Name: "config", Usage: "absolute path of a checkpoint defaults file, as the shim's runtime option ConfigPath (default: what the shim saved in the bundle)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("ckpt checkpoint: want exactly one container id", 2)
 			}
-			emptyNet, err := emptyNS(c.StringSlice("empty-ns"))
+			opts, err := checkpointOptions(c)
 			if err != nil {
 				return err
 			}
-			md, err := container.Checkpoint(c.Context, container.CheckpointOptions{
-				Root: c.String("root"), ID: c.Args().First(), Runc: c.String("runc"),
-				ImagePath: c.String("image-path"), WorkPath: c.String("work-path"), ParentPath: c.String("parent-path"),
-				LeaveRunning: c.Bool("leave-running"), TCPEstablished: c.Bool("tcp-established"),
-				ExtUnixSK: c.Bool("ext-unix-sk"), ShellJob: c.Bool("shell-job"), FileLocks: c.Bool("file-locks"),
-				CgroupsMode: c.String("manage-cgroups-mode"), EmptyNetNS: emptyNet, PreDump: c.Bool("pre-dump"),
-				CriuPath: criuPath(c),
-			})
+			md, err := container.Checkpoint(c.Context, opts)
 			if err != nil {
 				return err
 			}
@@ -73,6 +76,56 @@ func criuPath(c *cli.Context) string {
 		}
 	}
 	return c.String("criu")
+}
+
+// checkpointOptions are the container's checkpoint defaults, as the shim
+// would apply them (runtime/policy: the defaults the shim saved in the
+// bundle, else the container's io.ckpt.checkpoint.* annotations, or
+// --config's file), with the flags given overriding them.
+func checkpointOptions(c *cli.Context) (container.CheckpointOptions, error) {
+	root, id := c.String("root"), c.Args().First()
+	st, _, err := runcstate.Load(root, id)
+	if err != nil {
+		return container.CheckpointOptions{}, err
+	}
+	// The annotations runc recorded at create: config.json may have
+	// changed since.
+	bundle, annotations := utils.Annotations(st.Config.Labels)
+	var d policy.Defaults
+	if cfg := c.String("config"); cfg != "" {
+		d, err = policy.Resolve(policy.Config{Path: cfg}, annotations)
+	} else {
+		d, err = policy.LoadDefaults(bundle, annotations)
+	}
+	if err != nil {
+		return container.CheckpointOptions{}, fmt.Errorf("checkpoint defaults of %s: %w", id, err)
+	}
+	var o policy.Overrides
+	for name, dst := range map[string]**bool{
+		"leave-running": &o.LeaveRunning, "tcp-established": &o.TCPEstablished, "ext-unix-sk": &o.ExtUnixSK,
+		"shell-job": &o.ShellJob, "file-locks": &o.FileLocks,
+	} {
+		if c.IsSet(name) {
+			v := c.Bool(name)
+			*dst = &v
+		}
+	}
+	if c.IsSet("manage-cgroups-mode") {
+		v := c.String("manage-cgroups-mode")
+		o.CgroupsMode = &v
+	}
+	if c.IsSet("empty-ns") {
+		emptyNet, err := emptyNS(c.StringSlice("empty-ns"))
+		if err != nil {
+			return container.CheckpointOptions{}, err
+		}
+		o.EmptyNetNS = &emptyNet
+	}
+	opts := d.With(o)
+	opts.Root, opts.ID, opts.Runc = root, id, c.String("runc")
+	opts.ImagePath, opts.WorkPath, opts.ParentPath = c.String("image-path"), c.String("work-path"), c.String("parent-path")
+	opts.PreDump, opts.CriuPath = c.Bool("pre-dump"), criuPath(c)
+	return opts, nil
 }
 
 func emptyNS(ns []string) (bool, error) {

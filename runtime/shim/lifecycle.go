@@ -11,6 +11,7 @@ import (
 	"github.com/ckpt-dev/ckpt/console"
 	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
 	rcontainer "github.com/ckpt-dev/ckpt/runtime/container"
+	"github.com/ckpt-dev/ckpt/runtime/policy"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -41,7 +42,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	if err := saveCheckpointDefaults(r.Bundle, r.Options); err != nil {
+	if err := policy.SaveDefaults(r.Bundle, r.Options); err != nil {
 		return nil, toGRPC(err)
 	}
 	rc := runtimeConfigOf(s.ns, opts)

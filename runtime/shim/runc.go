@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ckpt-dev/ckpt/runtime/policy"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
@@ -150,7 +151,7 @@ func readSpecFacts(bundle string) (specFacts, error) {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return f, fmt.Errorf("config.json: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	_, f.madeByCRI = spec.Annotations[criContainerTypeAnnotation]
+	_, f.madeByCRI = spec.Annotations[policy.CRIContainerTypeAnnotation]
 	if spec.Linux != nil {
 		for _, ns := range spec.Linux.Namespaces {
 			if ns.Type == specs.PIDNamespace {

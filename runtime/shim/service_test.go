@@ -5,11 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
 
-	rcontainer "github.com/ckpt-dev/ckpt/runtime/container"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -20,44 +18,6 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/types/known/anypb"
 )
-
-func TestCheckpointOptions(t *testing.T) {
-	opts, err := checkpointOptions(nil)
-	if err != nil || !opts.Exit {
-		t.Fatalf("no options: %+v, %v; want exit (Docker's default)", opts, err)
-	}
-	a, err := typeurl.MarshalAnyToProto(&options.CheckpointOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if opts, err = checkpointOptions(a); err != nil || opts.Exit {
-		t.Fatalf("explicit options without exit: %+v, %v; want leave running", opts, err)
-	}
-	a, err = typeurl.MarshalAnyToProto(&options.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := checkpointOptions(a); !errdefs.IsInvalidArgument(err) {
-		t.Fatalf("runc task options as checkpoint options: %v; want invalid argument", err)
-	}
-}
-
-func TestCheckpointRequest(t *testing.T) {
-	req := checkpointRequest(&options.CheckpointOptions{
-		Exit: false, OpenTcp: true, ExternalUnixSockets: true, Terminal: true, FileLocks: true,
-		EmptyNamespaces: []string{"network"}, CgroupsMode: "soft",
-	}, "/img", "/work")
-	want := rcontainer.CheckpointOptions{
-		ImagePath: "/img", WorkPath: "/work", LeaveRunning: true, TCPEstablished: true, ExtUnixSK: true,
-		ShellJob: true, FileLocks: true, EmptyNetNS: true, CgroupsMode: "soft", Monitor: runc.Monitor,
-	}
-	if !reflect.DeepEqual(req, want) {
-		t.Fatalf("got %+v\nwant %+v", req, want)
-	}
-	if req := checkpointRequest(&options.CheckpointOptions{Exit: true}, "/img", "/w"); req.LeaveRunning || req.EmptyNetNS {
-		t.Fatalf("exit: %+v", req)
-	}
-}
 
 func TestRuntimeError(t *testing.T) {
 	dir := t.TempDir()
