@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
+	"github.com/ckpt-dev/ckpt/internal/ctrd"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
@@ -31,18 +31,18 @@ const runcShimRuntime = "io.containerd.runc.v2"
 // Start. Only the runtime differs between the runc shim and ckpt's.
 type ctrdTarget struct {
 	name, runtime string
-	d             *harness.Daemon
+	d             *ctrd.Daemon
 	client        *client.Client
 	clock         *rpcClock
 	seq           int
 }
 
-func newCtrdTarget(d *harness.Daemon, name, runtime string, clock *rpcClock, c *client.Client) *ctrdTarget {
+func newCtrdTarget(d *ctrd.Daemon, name, runtime string, clock *rpcClock, c *client.Client) *ctrdTarget {
 	return &ctrdTarget{name: name, runtime: runtime, d: d, client: c, clock: clock}
 }
 
 // timedClient is a second client of the daemon whose task calls are timed.
-func timedClient(d *harness.Daemon, clock *rpcClock) (*client.Client, error) {
+func timedClient(d *ctrd.Daemon, clock *rpcClock) (*client.Client, error) {
 	return client.New(d.Address, client.WithDefaultNamespace(d.Namespace), client.WithTimeout(10*time.Second),
 		client.WithExtraDialOpts([]grpc.DialOption{grpc.WithChainUnaryInterceptor(clock.interceptor)}))
 }

@@ -234,14 +234,19 @@ func tmpfs() (string, func(), error) {
 
 func buildMemhog(dir string) (string, error) {
 	out := filepath.Join(dir, "memhog")
-	// From the module's root, so that a bench binary runs from anywhere
-	// inside the checkout.
+	// From bench's module root, so that a bench binary runs from anywhere
+	// inside the checkout (inside bench/ or in the product's module).
 	mod, err := exec.Command("go", "env", "GOMOD").Output()
-	if m := strings.TrimSpace(string(mod)); err != nil || m == "" || m == os.DevNull {
+	m := strings.TrimSpace(string(mod))
+	if err != nil || m == "" || m == os.DevNull {
 		return "", fmt.Errorf("build memhog: run the benchmark from inside the ckpt checkout (go env GOMOD: %q, %v)", m, err)
 	}
-	cmd := exec.Command("go", "build", "-o", out, "./bench/memhog")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
+	src := filepath.Dir(m)
+	if filepath.Base(src) != "bench" {
+		src = filepath.Join(src, "bench")
+	}
+	cmd := exec.Command("go", "build", "-o", out, "./memhog")
+	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build memhog: %w: %s", err, b)

@@ -7,13 +7,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
+	"github.com/ckpt-dev/ckpt/internal/ctrd"
 	"golang.org/x/sys/unix"
 )
 
 // shimPid finds the shim serving container id for the containerd at
 // address, whatever the runtime.
-func shimPid(address, id string) int { return harness.Shims(address)[id] }
+func shimPid(address, id string) int { return ctrd.Shims(address)[id] }
 
 // memOf returns a process's resident set (VmRSS) and its high-water mark
 // (VmHWM), in bytes; zero when the process is gone.

@@ -6,7 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
+	"github.com/ckpt-dev/ckpt/internal/ctrd"
 	"github.com/sirupsen/logrus"
 )
 
@@ -35,7 +35,7 @@ func extraTargets(ctx context.Context, scratch, memhog, keep string, want func(s
 	if !want(targetRuncShim) && !want(targetCkptShim) {
 		return targets, stop
 	}
-	d, err := harness.Start(ctx, rootfs)
+	d, err := ctrd.Start(ctx, rootfs)
 	if err != nil {
 		logrus.WithError(err).Warn("no containerd targets: the private containerd did not start")
 		return targets, stop
@@ -76,7 +76,7 @@ func extraTargets(ctx context.Context, scratch, memhog, keep string, want func(s
 		targets = append(targets, newCtrdTarget(d, targetRuncShim, runcShimRuntime, clock, c))
 	}
 	if want(targetCkptShim) {
-		targets = append(targets, newCtrdTarget(d, targetCkptShim, harness.Runtime, clock, c))
+		targets = append(targets, newCtrdTarget(d, targetCkptShim, ctrd.Runtime, clock, c))
 	}
 	return targets, stop
 }

@@ -1,4 +1,4 @@
-package harness
+package ctrd
 
 import (
 	"bufio"
@@ -17,23 +17,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// buildShim builds cmd/containerd-shim-ckpt-v2 of the module the test runs
-// in, into dir.
+// buildShim builds cmd/containerd-shim-ckpt-v2 of the ckpt checkout the
+// caller runs in, into dir: the main module's (the integration tests') or
+// the one bench's go.mod replaces it with.
 func buildShim(ctx context.Context, dir string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go" // where Go is installed on the hosts ckpt supports
 	}
-	out, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return errors.New("not inside the ckpt module: cannot build the shim")
+	out, err := exec.CommandContext(ctx, goBin, "list", "-m", "-f", "{{.Dir}}", "github.com/ckpt-dev/ckpt").Output()
+	root := strings.TrimSpace(string(out))
+	if err != nil || root == "" {
+		return fmt.Errorf("not inside the ckpt checkout (go list -m github.com/ckpt-dev/ckpt: %q, %v): cannot build the shim", root, err)
 	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", filepath.Join(dir, "containerd-shim-ckpt-v2"), "./cmd/containerd-shim-ckpt-v2")
-	cmd.Dir = filepath.Dir(mod)
+	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build the shim: %w\n%s", err, out)
 	}

@@ -1,10 +1,12 @@
-// Package harness runs a private containerd for ckpt's integration tests:
+// Package ctrd runs a private containerd for ckpt's integration tests and
+// its benchmark (a plain package, so that bench depends on no test code;
+// integration/containerd/harness re-exports it for the tests):
 // its own root, state and socket under a temp dir, the CRI plugin off
 // (WithCRI turns it on), overlayfs, ckpt's shim built from this tree and
 // first on containerd's PATH, and a busybox image built locally (no
 // registry). Stop removes everything it made: tasks, containers, shims,
 // mounts, dirs.
-package harness
+package ctrd
 
 import (
 	"bytes"

@@ -1,0 +1,32 @@
+// Package harness is the integration tests' name for internal/ctrd, the
+// private containerd the tests and the benchmark share. The daemon moved
+// there so that bench (a module of its own) depends on no test package;
+// the tests keep this name so that they did not all change with it.
+package harness
+
+import "github.com/ckpt-dev/ckpt/internal/ctrd"
+
+type (
+	// Daemon is a running private containerd.
+	Daemon = ctrd.Daemon
+	// Option configures Start.
+	Option = ctrd.Option
+)
+
+const (
+	ImageName             = ctrd.ImageName
+	Runtime               = ctrd.Runtime
+	CRINamespace          = ctrd.CRINamespace
+	CkptHandler           = ctrd.CkptHandler
+	RuncHandler           = ctrd.RuncHandler
+	PauseImageName        = ctrd.PauseImageName
+	CheckpointAnnotations = ctrd.CheckpointAnnotations
+)
+
+var (
+	Start        = ctrd.Start
+	WithCRI      = ctrd.WithCRI
+	Shims        = ctrd.Shims
+	UnmountUnder = ctrd.UnmountUnder
+	LayerTar     = ctrd.LayerTar
+)
