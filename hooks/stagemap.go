@@ -6,7 +6,7 @@ import (
 )
 
 // The map: what ckpt does at each CRIU stage. This table is the only place
-// that says it; README.md's "Hooks and action scripts" and DESIGN.md's
+// that says it; docs/internals.md's "Hooks and action scripts" and DESIGN.md's
 // "Hook map" describe it.
 //
 // Why each OCI phase sits where it sits (CRIU's restore order:

@@ -21,7 +21,7 @@ func init() {
 		Usage: "run a bundle's OCI hooks as a CRIU action script",
 		Description: `Runs the OCI hooks of the bundle's config.json that ckpt runs at the CRIU
 stage named by CRTOOLS_SCRIPT_ACTION (see "Hooks and action scripts" in
-ckpt's README), with the State's pid taken from CRTOOLS_INIT_PID. It exits
+docs/internals.md), with the State's pid taken from CRTOOLS_INIT_PID. It exits
 non-zero when a hook fails, which fails the stage as CRIU fails it for any
 action script; where CRIU ignores a failing script (pre-resume,
 post-resume) it first kills the restored tree itself.

@@ -75,7 +75,7 @@ func testOptions(t *testing.T, e *engine) {
 		e.runCounter(t, name, "--runtime", "ckpt")
 		e.must(t, "checkpoint", "create", "--leave-running", name, "flag1")
 		if e.running(t, name) {
-			t.Errorf("DOCKER CHANGED: docker %s now passes --leave-running to a custom runtime; update README's Docker section", e.version)
+			t.Errorf("DOCKER CHANGED: docker %s now passes --leave-running to a custom runtime; update docs/guide-docker.md", e.version)
 		} else {
 			t.Logf("docker %s: checkpoint create --leave-running stops a ckpt container (Docker sends no options); the annotation io.ckpt.checkpoint.leave-running=true is the way", e.version)
 		}
