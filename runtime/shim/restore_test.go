@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/typeurl/v2"
+	"github.com/creack/pty"
 )
 
 // fakeEngine stands in for runtime/container: StartRestore hands out a
@@ -286,4 +287,51 @@ func TestRestoreLifecycle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A terminal restore: the engine gets a Console, and what
+// runtime/container hands it (the init's master, another session's)
+// ends on the task's console or closed.
+func TestRestoreTerminalConsole(t *testing.T) {
+	ctx := context.Background()
+	s := fakeService(t)
+	s.ns, s.containers = "test", map[string]*container{}
+	e := &fakeEngine{s: s}
+	s.engine = e
+	bundle, opts, _ := restoreBundle(t)
+	req := createRestoreRequest(t, bundle, opts)
+	req.Terminal = true
+	if _, err := s.Create(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	console := e.opts[0].Console
+	if console == nil {
+		t.Fatal("a terminal restore without a Console")
+	}
+	var masters, slaves [2]*os.File
+	for i := range masters {
+		m, sl, err := pty.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		masters[i], slaves[i] = m, sl
+		defer sl.Close()
+	}
+	if err := console(masters[0], false); err != nil {
+		t.Fatalf("another session's master: %v", err)
+	}
+	if err := console(masters[1], true); err != nil {
+		t.Fatalf("the init's master: %v", err)
+	}
+	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.container("c1")
+	if m := c.init.io.console.Master(); m == nil || m.String() != slaves[1].Name() {
+		t.Fatalf("the task's console holds %v, want %s", m, slaves[1].Name())
+	}
+	if _, err := slaves[0].Write([]byte("x")); err == nil {
+		t.Error("the other session's terminal still has its master")
+	}
+	c.init.io.close()
 }
