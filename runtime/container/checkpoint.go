@@ -15,6 +15,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer"
@@ -209,7 +210,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	} else {
 		fd := &frozenDump{st: st, md: md, imgDir: imgDir, statsDir: statsDir, onStage: onStage, start: start}
 		err = fd.run(ctx, s, copts)
-		if errors.Is(err, errTmpfsChanged) {
+		if errors.Is(err, tmpfs.ErrChanged) {
 			log.G(ctx).WithError(err).Info("dumping again, with every tmpfs archived")
 			s.Close()
 			md.FreshTmpfs, p.FreshTmpfs = nil, nil
@@ -277,7 +278,7 @@ func checkpointPlan(st *libcontainer.State, md *image.Metadata, opts CheckpointO
 	}
 	p.CgroupYard, md.CgroupHierarchies = cgroupYard()
 	if !opts.PreDump {
-		ft, err := freshTmpfs(pid, cfg, p.MaskedFiles)
+		ft, err := tmpfs.Recreatable(pid, cfg, p.MaskedFiles, resolveIn(cfg.Rootfs))
 		if err != nil {
 			return nil, fmt.Errorf("inspect the container's tmpfs mounts: %w", err)
 		}

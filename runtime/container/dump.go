@@ -9,6 +9,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer"
@@ -97,7 +98,7 @@ func (d *frozenDump) run(ctx context.Context, s *criu.Session, copts *rpc.CriuOp
 		if thaw, err = freezeFirst(ctx, d.st); err != nil {
 			return err
 		}
-		return checkUnchanged(pid, d.md.FreshTmpfs)
+		return tmpfs.CheckUnchanged(pid, d.md.FreshTmpfs)
 	}
 	return dump(ctx, s, copts, d.md, d.imgDir, d.statsDir, pid, stage, d.start)
 }

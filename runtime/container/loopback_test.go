@@ -97,3 +97,14 @@ func TestLoopbackUp(t *testing.T) {
 		t.Fatal("lo is still down")
 	}
 }
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("CI: needs root (network namespaces)")
+	}
+	t.Skip("SKIPPED, NOT TESTED: needs root (network namespaces)")
+}

@@ -3,12 +3,11 @@ package container
 import (
 	"fmt"
 	"net"
-	"os"
-	"strconv"
 	"strings"
 
 	"github.com/ckpt-dev/ckpt/hooks"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	"github.com/vishvananda/netlink"
@@ -41,7 +40,7 @@ func loopbackOnly(cfg *configs.Config, pid int) (ok bool, reason string) {
 			return false, "the spec sets network sysctls"
 		}
 	}
-	bounding, err := capBounding(pid)
+	bounding, err := runcstate.CapBounding(pid)
 	if err != nil {
 		return false, err.Error()
 	}
@@ -52,21 +51,6 @@ func loopbackOnly(cfg *configs.Config, pid int) (ok bool, reason string) {
 		return false, err.Error()
 	}
 	return true, ""
-}
-
-// capBounding reads the init's capability bounding set: no process of the
-// container can hold a capability outside it.
-func capBounding(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, found := strings.CutPrefix(l, "CapBnd:"); found {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, fmt.Errorf("no CapBnd in /proc/%d/status", pid)
 }
 
 // onlyLoopback checks, as a second line, what the capability rules out: a

@@ -16,6 +16,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/opencontainers/cgroups"
@@ -366,7 +367,7 @@ func (r *Restoring) mountFreshTmpfs() ([]plan.Bind, error) {
 	var binds []plan.Bind
 	for i, t := range r.md.FreshTmpfs {
 		dir := filepath.Join(r.stateDir, fmt.Sprintf("tmpfs-%d", i))
-		if err := mountFreshTmpfs(dir, t); err != nil {
+		if err := tmpfs.Mount(dir, t); err != nil {
 			return nil, err
 		}
 		r.tmpfsDirs = append(r.tmpfsDirs, dir)

@@ -90,3 +90,18 @@ func FdLinks(pid int) ([]string, error) {
 	}
 	return links, nil
 }
+
+// CapBounding reads a process's capability bounding set: no process of a
+// container can hold a capability outside its init's.
+func CapBounding(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, found := strings.CutPrefix(l, "CapBnd:"); found {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, fmt.Errorf("no CapBnd in /proc/%d/status", pid)
+}

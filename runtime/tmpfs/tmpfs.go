@@ -1,4 +1,4 @@
-package container
+package tmpfs
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
@@ -25,9 +26,9 @@ import (
 // user namespace, no bind mount from the host, no data. The content is
 // looked at before the request and again once the container is frozen.
 
-// errTmpfsChanged is a tmpfs that got content between ckpt's look and the
+// ErrChanged is a tmpfs that got content between ckpt's look and the
 // freeze: the dump is redone with the content archived.
-var errTmpfsChanged = errors.New("a tmpfs ckpt recreates changed before the container was frozen")
+var ErrChanged = errors.New("a tmpfs ckpt recreates changed before the container was frozen")
 
 // freshTmpfsKeyPrefix marks ckpt's external keys of recreated tmpfs mounts.
 const freshTmpfsKeyPrefix = "ckpt-tmpfs:"
@@ -45,10 +46,11 @@ var tmpfsOptions = []string{"size", "nr_inodes", "mode", "uid", "gid", "inode64"
 // capSysAdmin is CAP_SYS_ADMIN's bit in /proc/<pid>/status's Cap* masks.
 const capSysAdmin = 21
 
-// freshTmpfs lists the container's tmpfs superblocks that restore can
+// Recreatable lists the container's tmpfs superblocks that restore can
 // recreate, from its mount table; maskedFiles are runc's masked files,
-// binds of the container's /dev/null that the plan maps to the host's.
-func freshTmpfs(pid int, cfg *configs.Config, maskedFiles []string) ([]image.FreshTmpfs, error) {
+// binds of the container's /dev/null that the plan maps to the host's;
+// resolve turns a mount destination into its path in the rootfs.
+func Recreatable(pid int, cfg *configs.Config, maskedFiles []string, resolve func(string) string) ([]image.FreshTmpfs, error) {
 	if cfg.Namespaces.Contains(configs.NEWUSER) {
 		return nil, nil
 	}
@@ -62,7 +64,6 @@ func freshTmpfs(pid int, cfg *configs.Config, maskedFiles []string) ([]image.Fre
 		return nil, err
 	}
 	binds := map[string]bool{}
-	resolve := resolveIn(cfg.Rootfs)
 	for _, m := range cfg.Mounts {
 		if m.IsBind() {
 			binds[relDest(resolve, m.Destination)] = true
@@ -74,7 +75,7 @@ func freshTmpfs(pid int, cfg *configs.Config, maskedFiles []string) ([]image.Fre
 	}
 	// A mountpoint's hidden inode is recreated as runc makes one: only a
 	// process that can unmount what is on it could tell.
-	bounding, err := capBounding(pid)
+	bounding, err := runcstate.CapBounding(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -227,8 +228,8 @@ func tmpfsRootAttrs(vfsOptions string) (mode, uid, gid uint32) {
 	return mode, uid, gid
 }
 
-// checkUnchanged is the look again, once the container is frozen.
-func checkUnchanged(pid int, ts []image.FreshTmpfs) error {
+// CheckUnchanged is the look again, once the container is frozen.
+func CheckUnchanged(pid int, ts []image.FreshTmpfs) error {
 	for _, t := range ts {
 		mp := t.Mountpoints[0]
 		children := map[string]bool{}
@@ -239,16 +240,16 @@ func checkUnchanged(pid int, ts []image.FreshTmpfs) error {
 		}
 		now, ok, err := lookAtTmpfs(pid, mp, t.Data, t.Major, t.Minor, children)
 		if err != nil || !ok || !now.equal(tmpfsContent{t.Entries, t.RootMtimeNs}) {
-			return fmt.Errorf("%w: %s", errTmpfsChanged, mp)
+			return fmt.Errorf("%w: %s", ErrChanged, mp)
 		}
 	}
 	return nil
 }
 
-// mountFreshTmpfs mounts, on a new directory dir, a tmpfs as t describes,
+// Mount mounts, on a new directory dir, a tmpfs as t describes,
 // with the inodes it held, private so that nothing propagates from or to
 // it.
-func mountFreshTmpfs(dir string, t image.FreshTmpfs) error {
+func Mount(dir string, t image.FreshTmpfs) error {
 	var flags uintptr
 	for _, f := range strings.Split(t.Flags, ",") {
 		v, ok := mountFlags[f]
@@ -265,12 +266,19 @@ func mountFreshTmpfs(dir string, t image.FreshTmpfs) error {
 		return fmt.Errorf("mount a new tmpfs for %s (%s; %s): %w", strings.Join(t.Mountpoints, ", "), t.Flags, t.Data, err)
 	}
 	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
-		unmountCriuRoot(dir)
+		unmountAndRemove(dir)
 		return fmt.Errorf("make %s private: %w", dir, err)
 	}
 	if err := populateTmpfs(dir, t); err != nil {
-		unmountCriuRoot(dir)
+		unmountAndRemove(dir)
 		return err
 	}
 	return nil
+}
+
+// unmountAndRemove undoes a failed Mount (the caller unmounts a
+// successful one when it is done).
+func unmountAndRemove(dir string) {
+	unix.Unmount(dir, unix.MNT_DETACH)
+	os.Remove(dir)
 }

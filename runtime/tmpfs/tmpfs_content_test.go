@@ -1,4 +1,4 @@
-package container
+package tmpfs
 
 import (
 	"errors"
@@ -245,7 +245,7 @@ func TestCheckUnchanged(t *testing.T) {
 	dev := devOf(t, dir)
 	ft := image.FreshTmpfs{Key: "ckpt-tmpfs:" + dir, Mountpoints: []string{dir}, Data: "size=1m,mode=755",
 		Entries: c.entries, RootMtimeNs: c.rootMtime, Major: int(unix.Major(dev)), Minor: int(unix.Minor(dev))}
-	if err := checkUnchanged(os.Getpid(), []image.FreshTmpfs{ft}); err != nil {
+	if err := CheckUnchanged(os.Getpid(), []image.FreshTmpfs{ft}); err != nil {
 		t.Fatalf("unchanged tmpfs: %v", err)
 	}
 	changes := []func() error{
@@ -257,8 +257,8 @@ func TestCheckUnchanged(t *testing.T) {
 		if err := change(); err != nil {
 			t.Fatal(err)
 		}
-		err := checkUnchanged(os.Getpid(), []image.FreshTmpfs{ft})
-		if !errors.Is(err, errTmpfsChanged) || !strings.Contains(err.Error(), dir) {
+		err := CheckUnchanged(os.Getpid(), []image.FreshTmpfs{ft})
+		if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), dir) {
 			t.Fatalf("change %d: %v", i, err)
 		}
 		// Each change is checked alone.
