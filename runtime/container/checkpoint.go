@@ -13,6 +13,7 @@ import (
 
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/ckpt-dev/ckpt/runtime/loopback"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
@@ -142,7 +143,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 		CgroupsMode: opts.CgroupsMode, ParentPath: opts.ParentPath, PreDump: opts.PreDump,
 	})
 	if !md.Options.EmptyNetNS && !opts.PreDump {
-		if ok, why := loopbackOnly(cfg, pid); ok {
+		if ok, why := loopback.Only(cfg, pid); ok {
 			md.Options.EmptyNetNS, md.Options.LoopbackOnly = true, true
 			md.Options.CRIUInNetNS = !declaresActionScripts(cfg, opts.SkipHooks)
 		} else {

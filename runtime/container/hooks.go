@@ -118,3 +118,18 @@ func checkpointStages(opts CheckpointOptions, cfg *configs.Config, imgPath strin
 		return l.Stage(ctx, stage, pid)
 	}, nil
 }
+
+// declaresActionScripts reports whether CRIU action scripts will run for
+// the container. criu running inside a loopback-only namespace
+// (image.Options.CRIUInNetNS) leaves it out of the dump, and CRIU then
+// has no network to lock: no network-lock or network-unlock stage comes.
+// Scripts written for CRIU's CLI may expect them, so a container that
+// declares scripts gets its namespace dumped empty, with every stage.
+func declaresActionScripts(cfg *configs.Config, skipHooks bool) bool {
+	if skipHooks {
+		return false
+	}
+	_, annotations := utils.Annotations(cfg.Labels)
+	scripts, err := hooks.ActionScripts(annotations)
+	return err != nil || len(scripts) > 0
+}

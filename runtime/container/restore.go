@@ -14,6 +14,7 @@ import (
 	"github.com/ckpt-dev/ckpt/hooks"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/ckpt-dev/ckpt/runtime/loopback"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
@@ -88,7 +89,7 @@ type Restoring struct {
 	stateDir string
 	cfg      *configs.Config
 	md       *image.Metadata
-	netns    *loopbackNetNS // the namespace to restore into, where criu ran in the dumped one
+	netns    *loopback.NetNS // the namespace to restore into, where criu ran in the dumped one
 	cg       cgroups.Manager
 	cgSetup  *cgroupSetup // where criu does not join the cgroup
 	criuRoot string
@@ -249,7 +250,7 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 	}
 	r.md = md
 	if md.Options.CRIUInNetNS {
-		r.netns = newLoopbackNetNS()
+		r.netns = loopback.NewNetNS()
 	}
 	desc, err := image.ReadDescriptors(imgDir)
 	if err != nil {

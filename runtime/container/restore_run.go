@@ -10,6 +10,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/ckpt-dev/ckpt/runtime/loopback"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/containerd/log"
@@ -39,9 +40,9 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 	var roots []*rpc.CgroupRoot
 	if r.netns != nil {
 		// The image has no network namespace: the restored tasks stay in
-		// criu's, a new one with lo up as it was (loopback.go).
+		// criu's, a new one with lo up as it was (runtime/loopback).
 		var err error
-		if cc.NetNS, err = r.netns.path(ctx); err != nil {
+		if cc.NetNS, err = r.netns.Path(ctx); err != nil {
 			return err
 		}
 	}
@@ -123,7 +124,7 @@ func (r *Restoring) handlers() *criu.Handlers {
 	}
 }
 
-// loopbackReady has lo up as it was (see loopbackOnly) before any hook
+// loopbackReady has lo up as it was (see loopback.Only) before any hook
 // looks at the network and before any socket is restored: in the
 // namespace ckpt made for criu, or in the one CRIU made empty. A tree
 // without namespaces of its own has no setup-namespaces; post-restore is
@@ -131,9 +132,9 @@ func (r *Restoring) handlers() *criu.Handlers {
 func (r *Restoring) loopbackReady(ctx context.Context, n *criu.Notification) error {
 	switch {
 	case r.netns != nil && (n.Stage == criu.SetupNamespaces || n.Stage == criu.PostRestore):
-		return r.netns.wait(ctx)
+		return r.netns.Wait(ctx)
 	case r.netns == nil && n.Stage == criu.SetupNamespaces && r.md.Options.LoopbackOnly:
-		return loopbackUp(n.Pid)
+		return loopback.Up(n.Pid)
 	}
 	return nil
 }

@@ -1,15 +1,13 @@
-package container
+package loopback
 
 import (
 	"fmt"
 	"net"
 	"strings"
 
-	"github.com/ckpt-dev/ckpt/hooks"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"github.com/opencontainers/runc/libcontainer/utils"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -28,10 +26,10 @@ import (
 // capNetAdmin is CAP_NET_ADMIN's bit in /proc/<pid>/status's Cap* masks.
 const capNetAdmin = 12
 
-// loopbackOnly reports whether the container's own network namespace is
+// Only reports whether the container's own network namespace is
 // just an up loopback the container cannot have changed; reason says why
 // not, for the debug log.
-func loopbackOnly(cfg *configs.Config, pid int) (ok bool, reason string) {
+func Only(cfg *configs.Config, pid int) (ok bool, reason string) {
 	if !plan.OwnsNetNS(cfg) {
 		return false, "the network namespace is not the container's own"
 	}
@@ -103,19 +101,4 @@ func netlinkAt(pid int) (*netlink.Handle, func(), error) {
 		return nil, nil, fmt.Errorf("netlink in the container's network namespace: %w", err)
 	}
 	return h, func() { h.Close(); ns.Close() }, nil
-}
-
-// declaresActionScripts reports whether CRIU action scripts will run for
-// the container. criu running inside a loopback-only namespace
-// (image.Options.CRIUInNetNS) leaves it out of the dump, and CRIU then
-// has no network to lock: no network-lock or network-unlock stage comes.
-// Scripts written for CRIU's CLI may expect them, so a container that
-// declares scripts gets its namespace dumped empty, with every stage.
-func declaresActionScripts(cfg *configs.Config, skipHooks bool) bool {
-	if skipHooks {
-		return false
-	}
-	_, annotations := utils.Annotations(cfg.Labels)
-	scripts, err := hooks.ActionScripts(annotations)
-	return err != nil || len(scripts) > 0
 }

@@ -1,4 +1,4 @@
-package container
+package loopback
 
 import (
 	"context"
@@ -43,17 +43,17 @@ func netnsOf(t *testing.T, path string) string {
 func TestLoopbackNetNS(t *testing.T) {
 	needRoot(t)
 	own := netnsOf(t, "/proc/self/ns/net")
-	n := newLoopbackNetNS()
+	n := NewNetNS()
 	defer n.Close()
 	ctx := context.Background()
-	path, err := n.path(ctx)
+	path, err := n.Path(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.wait(ctx); err != nil {
+	if err := n.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.wait(ctx); err != nil {
+	if err := n.Wait(ctx); err != nil {
 		t.Fatalf("a second wait: %v", err)
 	}
 	made := netnsOf(t, path)
@@ -90,7 +90,7 @@ func TestLoopbackUp(t *testing.T) {
 	if loFlags(t, path)&unix.IFF_UP != 0 {
 		t.Fatal("lo is up in a new namespace")
 	}
-	if err := loopbackUp(holder.Process.Pid); err != nil {
+	if err := Up(holder.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
 	if loFlags(t, path)&unix.IFF_UP == 0 {

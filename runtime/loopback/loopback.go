@@ -1,4 +1,4 @@
-package container
+package loopback
 
 import (
 	"context"
@@ -23,11 +23,11 @@ import (
 // only where CRIU could first need it: at setup-namespaces, before any
 // hook runs and before any socket is restored.
 
-// loopbackNetNS is a new network namespace whose lo is being brought up.
+// NetNS is a new network namespace whose lo is being brought up.
 // Making the namespace registers its lo, which takes the rtnl lock too,
 // so it is made on a goroutine as well: the restore waits for it only
 // when criu is about to start in it.
-type loopbackNetNS struct {
+type NetNS struct {
 	made    chan struct{} // closed once file or madeErr is set
 	file    *os.File      // the namespace, for criu to join
 	madeErr error
@@ -36,11 +36,11 @@ type loopbackNetNS struct {
 	err     error
 }
 
-// newLoopbackNetNS starts making the namespace and bringing its lo up. A
+// NewNetNS starts making the namespace and bringing its lo up. A
 // thread enters a new network namespace with unshare, which leaves the
 // rest of the process where it is, and goes back with setns.
-func newLoopbackNetNS() *loopbackNetNS {
-	n := &loopbackNetNS{made: make(chan struct{}), up: make(chan error, 1)}
+func NewNetNS() *NetNS {
+	n := &NetNS{made: make(chan struct{}), up: make(chan error, 1)}
 	go func() {
 		runtime.LockOSThread()
 		own, err := os.Open("/proc/thread-self/ns/net")
@@ -79,9 +79,9 @@ func newLoopbackNetNS() *loopbackNetNS {
 	return n
 }
 
-// path waits for the namespace and names it for criu.Config.NetNS, valid
+// Path waits for the namespace and names it for criu.Config.NetNS, valid
 // until Close.
-func (n *loopbackNetNS) path(ctx context.Context) (string, error) {
+func (n *NetNS) Path(ctx context.Context) (string, error) {
 	select {
 	case <-n.made:
 	case <-ctx.Done():
@@ -95,7 +95,7 @@ func (n *loopbackNetNS) path(ctx context.Context) (string, error) {
 
 // Close lets the namespace go once nothing else is in it; it waits for
 // the namespace to be made, so that none is left behind.
-func (n *loopbackNetNS) Close() error {
+func (n *NetNS) Close() error {
 	<-n.made
 	if n.file == nil {
 		return nil
@@ -103,9 +103,9 @@ func (n *loopbackNetNS) Close() error {
 	return n.file.Close()
 }
 
-// wait returns once lo is up and the thread that made the namespace has
+// Wait returns once lo is up and the thread that made the namespace has
 // left it, or why lo could not come up.
-func (n *loopbackNetNS) wait(ctx context.Context) error {
+func (n *NetNS) Wait(ctx context.Context) error {
 	n.once.Do(func() {
 		select {
 		case <-n.made:
@@ -129,9 +129,9 @@ func (n *loopbackNetNS) wait(ctx context.Context) error {
 	return n.err
 }
 
-// loopbackUp brings lo up in pid's network namespace: a restore of a
-// namespace dumped empty by loopbackOnly.
-func loopbackUp(pid int) error {
+// Up brings lo up in pid's network namespace: a restore of a
+// namespace dumped empty by Only.
+func Up(pid int) error {
 	err := netnsthread.Go(fmt.Sprintf("/proc/%d/ns/net", pid), setLoopbackUp)
 	if err != nil {
 		return fmt.Errorf("bring lo up in the restored network namespace: %w", err)
