@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/runtime/cgroup"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/loopback"
@@ -249,7 +250,7 @@ func checkpointPlan(st *libcontainer.State, md *image.Metadata, opts CheckpointO
 	pid := st.InitProcessPid
 	p := &plan.Checkpoint{
 		Config: cfg, InitPid: pid, ImagesDirFd: int32(imgDir.Fd()), WorkDirFd: workFd, LogFile: logName,
-		CgroupV2: cgroupV2(), ResolveDest: resolveIn(cfg.Rootfs), Options: md.Options,
+		CgroupV2: cgroup.V2(), ResolveDest: resolveIn(cfg.Rootfs), Options: md.Options,
 		NsInodes: map[configs.NamespaceType]uint64{},
 	}
 	p.FreezeCgroup = st.CgroupPaths["freezer"]
@@ -270,14 +271,14 @@ func checkpointPlan(st *libcontainer.State, md *image.Metadata, opts CheckpointO
 			p.MaskedFiles = append(p.MaskedFiles, m)
 		}
 	}
-	if hasCgroupMount(cfg) {
-		h, err := cgroupV1Hierarchies()
+	if cgroup.HasMount(cfg) {
+		h, err := cgroup.V1Hierarchies()
 		if err != nil {
 			return nil, err
 		}
 		p.CgroupV1Hierarchies = h
 	}
-	p.CgroupYard, md.CgroupHierarchies = cgroupYard()
+	p.CgroupYard, md.CgroupHierarchies = cgroup.Yard()
 	if !opts.PreDump {
 		ft, err := tmpfs.Recreatable(pid, cfg, p.MaskedFiles, resolveIn(cfg.Rootfs))
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/hooks"
+	"github.com/ckpt-dev/ckpt/runtime/cgroup"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/loopback"
@@ -91,7 +92,7 @@ type Restoring struct {
 	md       *image.Metadata
 	netns    *loopback.NetNS // the namespace to restore into, where criu ran in the dumped one
 	cg       cgroups.Manager
-	cgSetup  *cgroupSetup // where criu does not join the cgroup
+	cgSetup  *cgroup.Setup // where criu does not join the cgroup
 	criuRoot string
 	// tmpfsDirs hold the new tmpfs mounts of the image's empty ones.
 	tmpfsDirs []string
@@ -287,11 +288,11 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		}
 		return cc, err
 	}
-	if r.cg, err = newCgroup(cfg); err != nil {
+	if r.cg, err = cgroup.New(cfg); err != nil {
 		return cc, err
 	}
-	if !criuJoinsCgroup(cfg, md.Options.CgroupsMode) {
-		r.cgSetup = startCgroupSetup(r.cg, cfg)
+	if !cgroup.CRIUJoins(cfg, md.Options.CgroupsMode) {
+		r.cgSetup = cgroup.StartSetup(r.cg, cfg)
 	}
 	r.criuRoot = filepath.Join(r.stateDir, "criu-root")
 	if err := mountCriuRoot(cfg.Rootfs, r.criuRoot); err != nil {
@@ -314,9 +315,9 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 
 	p := &plan.Restore{
 		Config: cfg, Root: r.criuRoot, ImagesDirFd: int32(imgDir.Fd()), WorkDirFd: -1,
-		Options: md.Options, Descriptors: desc, Stdio: md.Stdio, CgroupV2: cgroupV2(),
+		Options: md.Options, Descriptors: desc, Stdio: md.Stdio, CgroupV2: cgroup.V2(),
 		NsFds: map[configs.NamespaceType]int32{}, ResolveDest: resolveIn(cfg.Rootfs),
-		CgroupYard: restoreCgroupYard(md.CgroupHierarchies), FreshTmpfs: freshTmpfs,
+		CgroupYard: cgroup.RestoreYard(md.CgroupHierarchies), FreshTmpfs: freshTmpfs,
 	}
 	p.Options.EmptyNetNS = p.Options.EmptyNetNS || opts.EmptyNetNS
 	logDir := imgPath
@@ -340,7 +341,7 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		p.NsFds[ns.Type] = criu.InheritFD(len(cc.ExtraFiles))
 		cc.ExtraFiles = append(cc.ExtraFiles, f)
 	}
-	if p.CgroupBinds, err = cgroupBinds(cfg, r.cg); err != nil {
+	if p.CgroupBinds, err = cgroup.Binds(cfg, r.cg); err != nil {
 		return cc, err
 	}
 

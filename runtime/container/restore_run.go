@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"github.com/ckpt-dev/ckpt/runtime/cgroup"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/loopback"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
@@ -36,7 +37,7 @@ func (r *Restoring) run(ctx context.Context, cc criu.Config) {
 
 func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 	// The cgroup is made while the restore is prepared and criu starts
-	// up (cgroupSetup), or criu joins it: the request needs its paths.
+	// up (cgroup.Setup), or criu joins it: the request needs its paths.
 	var roots []*rpc.CgroupRoot
 	if r.netns != nil {
 		// The image has no network namespace: the restored tasks stay in
@@ -54,7 +55,7 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 			return nil
 		}
 		var err error
-		roots, err = joinCgroup(r.cg, r.cfg, pid)
+		roots, err = cgroup.Join(r.cg, r.cfg, pid)
 		return err
 	}
 	s, err := criu.Start(ctx, cc)
@@ -66,7 +67,7 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 		return err
 	}
 	if r.cgSetup != nil {
-		if roots, err = r.cgSetup.wait(); err != nil {
+		if roots, err = r.cgSetup.Wait(); err != nil {
 			return err
 		}
 	}
@@ -243,9 +244,9 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 	logger := log.G(ctx)
 	if failed {
 		if r.cgSetup != nil {
-			r.cgSetup.wait() // nothing may still be creating it
+			r.cgSetup.Wait() // nothing may still be creating it
 		}
-		if err := destroyCgroup(r.cg); err != nil {
+		if err := cgroup.Destroy(r.cg); err != nil {
 			logger.WithError(err).Warn("cleanup: container cgroup")
 		}
 		if pid := r.Pid(); pid > 0 && r.opts.Monitor == nil {

@@ -1,4 +1,4 @@
-package container
+package cgroup
 
 import (
 	"errors"
@@ -23,9 +23,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newCgroup returns the manager of the container's cgroup and refuses a
+// New returns the manager of the container's cgroup and refuses a
 // cgroup that already has processes (another container's).
-func newCgroup(cfg *configs.Config) (cgroups.Manager, error) {
+func New(cfg *configs.Config) (cgroups.Manager, error) {
 	cg, err := manager.New(cfg.Cgroups)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup manager: %w", err)
@@ -45,33 +45,33 @@ func newCgroup(cfg *configs.Config) (cgroups.Manager, error) {
 // CRIU moves every restored task into the image's cgroups, re-rooted at
 // cg_root, in every cgroups mode but ignore. There the cgroup only has to
 // exist with its resources set: criu itself stays out (except under the
-// systemd driver, see criuJoinsCgroup). Moving a task
+// systemd driver, see CRIUJoins). Moving a task
 // between cgroups waits out an RCU grace period (5-15 ms here) when none
 // passed lately, and CRIU's own move would pay it again. In ignore mode
 // CRIU moves nothing and the restored tasks stay where criu is, so criu
-// is put in the cgroup first (joinCgroup).
+// is put in the cgroup first (Join).
 
-// criuJoinsCgroup reports whether criu must be in the container's cgroup
+// CRIUJoins reports whether criu must be in the container's cgroup
 // before it restores: in cgroups mode ignore (CRIU moves no task), and under
 // the systemd driver, whose cgroup is a scope unit that systemd starts only
 // with a process in it.
-func criuJoinsCgroup(cfg *configs.Config, cgroupsMode string) bool {
+func CRIUJoins(cfg *configs.Config, cgroupsMode string) bool {
 	return cgroupsMode == "ignore" || (cfg.Cgroups != nil && cfg.Cgroups.Systemd)
 }
 
-// cgroupSetup creates the container's cgroup on a goroutine while the
+// Setup creates the container's cgroup on a goroutine while the
 // restore is prepared and criu starts, then pays the cgroup migration
 // lock's grace period ahead of CRIU's move of the restored task
 // (runtime/cgroupfs). In that order: the lock's wait holds the cgroup
 // mutex, which creating a cgroup needs too.
-type cgroupSetup struct {
+type Setup struct {
 	done  chan struct{}
 	roots []*rpc.CgroupRoot
 	err   error
 }
 
-func startCgroupSetup(cg cgroups.Manager, cfg *configs.Config) *cgroupSetup {
-	s := &cgroupSetup{done: make(chan struct{})}
+func StartSetup(cg cgroups.Manager, cfg *configs.Config) *Setup {
+	s := &Setup{done: make(chan struct{})}
 	go func() {
 		s.roots, s.err = createCgroup(cg, cfg)
 		close(s.done)
@@ -82,8 +82,8 @@ func startCgroupSetup(cg cgroups.Manager, cfg *configs.Config) *cgroupSetup {
 	return s
 }
 
-// wait returns the cg_root entries once the cgroup exists.
-func (s *cgroupSetup) wait() ([]*rpc.CgroupRoot, error) {
+// Wait returns the cg_root entries once the cgroup exists.
+func (s *Setup) Wait() ([]*rpc.CgroupRoot, error) {
 	<-s.done
 	return s.roots, s.err
 }
@@ -118,9 +118,9 @@ func createCgroup(cg cgroups.Manager, cfg *configs.Config) ([]*rpc.CgroupRoot, e
 	return cgRoots(paths), nil
 }
 
-// joinCgroup puts criu into the container's cgroup with its resources set
+// Join puts criu into the container's cgroup with its resources set
 // and returns the cg_root entries, as criu's own cgroups.
-func joinCgroup(cg cgroups.Manager, cfg *configs.Config, criuPid int) ([]*rpc.CgroupRoot, error) {
+func Join(cg cgroups.Manager, cfg *configs.Config, criuPid int) ([]*rpc.CgroupRoot, error) {
 	if err := applyCgroup(cg, cfg, criuPid); err != nil {
 		return nil, err
 	}
@@ -176,10 +176,10 @@ func cgRoots(paths map[string]string) []*rpc.CgroupRoot {
 	return roots
 }
 
-// cgroupBinds are the new sources of a v1 cgroup mount's bind mounts: the
+// Binds are the new sources of a v1 cgroup mount's bind mounts: the
 // container's cgroup in each hierarchy.
-func cgroupBinds(cfg *configs.Config, cg cgroups.Manager) ([]plan.Bind, error) {
-	if cgroupV2() || cfg.Namespaces.Contains(configs.NEWCGROUP) || !hasCgroupMount(cfg) {
+func Binds(cfg *configs.Config, cg cgroups.Manager) ([]plan.Bind, error) {
+	if V2() || cfg.Namespaces.Contains(configs.NEWCGROUP) || !HasMount(cfg) {
 		return nil, nil
 	}
 	mounts, err := cgroups.GetCgroupMounts(false)
@@ -215,9 +215,9 @@ func cgroupBinds(cfg *configs.Config, cg cgroups.Manager) ([]plan.Bind, error) {
 	return binds, nil
 }
 
-// destroyCgroup kills whatever is left in the cgroup (a half-restored
+// Destroy kills whatever is left in the cgroup (a half-restored
 // tree) and removes it.
-func destroyCgroup(cg cgroups.Manager) error {
+func Destroy(cg cgroups.Manager) error {
 	if cg == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package container
+package cgroup
 
 import (
 	"slices"
@@ -111,8 +111,8 @@ func TestCriuJoinsCgroup(t *testing.T) {
 		{"no cgroup config", &configs.Config{}, "", false},
 	}
 	for _, tt := range tests {
-		if got := criuJoinsCgroup(tt.cfg, tt.mode); got != tt.want {
-			t.Errorf("%s: criuJoinsCgroup = %v, want %v", tt.name, got, tt.want)
+		if got := CRIUJoins(tt.cfg, tt.mode); got != tt.want {
+			t.Errorf("%s: CRIUJoins = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

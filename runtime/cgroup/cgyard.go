@@ -1,4 +1,4 @@
-package container
+package cgroup
 
 import (
 	"bufio"
@@ -27,10 +27,10 @@ const cgroupFSRoot = "/sys/fs/cgroup"
 // /sys/fs/cgroup would leave a mount on the host; hence the strict check
 // here and, at restore, the image's hierarchies checked against the yard.
 
-// cgroupYard returns the yard CRIU can use on this host and the names of
+// Yard returns the yard CRIU can use on this host and the names of
 // the hierarchies in it, or "" and nil.
-func cgroupYard() (string, []string) {
-	if cgroupV2() {
+func Yard() (string, []string) {
+	if V2() {
 		return "", nil
 	}
 	procCgroup, err := os.ReadFile("/proc/self/cgroup")
@@ -48,14 +48,14 @@ func cgroupYard() (string, []string) {
 	return cgroupFSRoot, names
 }
 
-// restoreCgroupYard is cgroupYard for a restore of an image whose tasks
+// RestoreYard is Yard for a restore of an image whose tasks
 // were in the hierarchies dumped (CRIU's names, from ckpt.json): "" unless
 // the yard holds every one of them.
-func restoreCgroupYard(dumped []string) string {
+func RestoreYard(dumped []string) string {
 	if len(dumped) == 0 {
 		return ""
 	}
-	dir, names := cgroupYard()
+	dir, names := Yard()
 	for _, n := range dumped {
 		if !slices.Contains(names, n) {
 			return ""
