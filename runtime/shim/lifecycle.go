@@ -33,9 +33,14 @@ const exitGrace = 5 * time.Second
 // restore that returns at setup-namespaces and is held until Start. Either
 // way the pid is real.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
-	if _, err := s.container(r.ID); err == nil {
-		return nil, toGRPC(fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists))
+	if err := s.reserve(r.ID); err != nil {
+		return nil, toGRPC(err)
 	}
+	defer func() {
+		if retErr != nil {
+			s.release(r.ID, nil)
+		}
+	}()
 	opts, err := createOptions(ctx, r)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -93,9 +98,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.unwatch(w)
 		return nil, toGRPC(err)
 	}
-	s.mu.Lock()
-	s.containers[r.ID] = c
-	s.mu.Unlock()
+	s.release(r.ID, c)
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint, Pid: uint32(p.Pid()),
 		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
