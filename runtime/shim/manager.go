@@ -51,9 +51,26 @@ func RegisterPlugin(engine Engine) {
 			if err != nil {
 				return nil, err
 			}
+			if err := leaveBundle(); err != nil {
+				return nil, err
+			}
 			return NewTaskService(ic.Context, pp.(cdshim.Publisher), ss.(shutdown.Service), engine)
 		},
 	})
+}
+
+// leaveBundle moves the serving shim out of the bundle it was started in
+// (pkg/shim has opened the log FIFO there by now). A pod's shim outlives
+// the bundle of the container that started it, which containerd removes
+// with that container, and a process whose cwd is gone cannot getwd(2):
+// runc's spec conversion, which a restore runs in the shim, fails on it.
+// Nothing in the shim uses its cwd: every path is the bundle's, and hooks
+// and runc run in their container's bundle.
+func leaveBundle() error {
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("leave the bundle dir: %w", err)
+	}
+	return nil
 }
 
 // NewManager is the shim.Manager of containerd's (<= 2.2) bootstrap: the
