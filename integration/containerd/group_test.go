@@ -22,9 +22,9 @@ import (
 // without containerd's sandbox API (so containerd runs `shim start` for
 // each, as for pods made by containerd 1.x), are served by one shim,
 // named by the group. Two of them checkpoint at the same time; killing
-// one, or a failed restore into the group, leaves the other counting; a
-// restore into the group continues the count; the shim and its socket go
-// with the last container.
+// one, or a failed restore into the group, leaves the other counting; two
+// restores into the group at the same time continue their counts; the
+// shim and its socket go with the last container.
 func TestShimGroup(t *testing.T) {
 	d := daemon(t)
 	ctx := testContext(t, d)
@@ -115,21 +115,43 @@ func TestShimGroup(t *testing.T) {
 		t.Fatalf("after the failed restore the group's shim is %d, was %d", now, shim)
 	}
 
-	// 4. b's images restore into the group, the count goes on from b's
-	// checkpoint, and b goes on too.
-	r := newContainer(t, d, ctx, counter, inPod)
-	rTask, _, rOut := restoreTask(t, d, ctx, r, client.WithRestoreImagePath(dirs[b.ID()]))
-	countsOn(t, rOut)
-	if first := firstNumber(rOut.String()); first <= beforeB || first > afterB+1 {
-		t.Errorf("the restored counter starts at %d; b was checkpointed between %d and %d", first, beforeB, afterB)
+	// 4. a's and b's images restore into the group at the same time; each
+	// count goes on from its checkpoint, and b goes on too.
+	type restored struct {
+		task client.Task
+		out  *syncBuffer
+		err  error
+	}
+	rs := make([]restored, 2)
+	for i, src := range []client.Container{a, b} {
+		wg.Add(1)
+		r := newContainer(t, d, ctx, counter, inPod)
+		go func() {
+			defer wg.Done()
+			rs[i].out = &syncBuffer{}
+			rs[i].task, rs[i].err = r.NewTask(ctx, streams(d, nil, rs[i].out, nil, false), client.WithRestoreImagePath(dirs[src.ID()]))
+			if rs[i].err == nil {
+				rs[i].err = rs[i].task.Start(ctx)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, r := range rs {
+		if r.err != nil {
+			t.Fatalf("concurrent restore %d into the group: %v", i, r.err)
+		}
+		countsOn(t, r.out)
+	}
+	if first := firstNumber(rs[1].out.String()); first <= beforeB || first > afterB+1 {
+		t.Errorf("b's restored counter starts at %d; b was checkpointed between %d and %d", first, beforeB, afterB)
 	}
 	countsOn(t, bOut)
-	if now := groupShim(t, d, group, bTask, rTask); now != shim {
-		t.Fatalf("the restored task is served by %d, not the group's shim %d", now, shim)
+	if now := groupShim(t, d, group, bTask, rs[0].task, rs[1].task); now != shim {
+		t.Fatalf("the restored tasks are not served by the group's shim %d: %d", shim, now)
 	}
 
 	// 5. The shim and its socket go with the group's last task.
-	for _, task := range []client.Task{bTask, rTask} {
+	for _, task := range []client.Task{bTask, rs[0].task, rs[1].task} {
 		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil {
 			t.Fatal(err)
 		}

@@ -271,6 +271,8 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	} else if err := c.runc.Start(ctx, c.id); err != nil {
 		s.started(p, w)
 		return nil, toGRPC(runtimeError(c.runc, err, "runc start"))
+	} else {
+		releaseMemory()
 	}
 	p.setStatus(task.Status_RUNNING)
 	s.send(&eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(p.Pid())})
