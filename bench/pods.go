@@ -83,13 +83,16 @@ func readPSS(pid int) (pssOf, error) {
 
 // podsResult is one handler's shims at one time.
 type podsResult struct {
-	After      string  `json:"after"`
-	Handler    string  `json:"handler"`
-	Pods       int     `json:"pods"`
-	Containers int     `json:"containers"`
-	Shims      int     `json:"shims"`
-	Total      pssOf   `json:"total"`
-	PerShim    []pssOf `json:"per_shim"`
+	After      string `json:"after"`
+	Handler    string `json:"handler"`
+	Pods       int    `json:"pods"`
+	Containers int    `json:"containers"`
+	Shims      int    `json:"shims"`
+	// Others are the processes outside this daemon that run the same
+	// shim binary: they share its pages, and lower the PSS measured here.
+	Others  int     `json:"others"`
+	Total   pssOf   `json:"total"`
+	PerShim []pssOf `json:"per_shim"`
 }
 
 // runPods runs the pods mode and writes pods.md and pods.json into out.
@@ -290,6 +293,15 @@ func measurePods(d *harness.Daemon, n int, after time.Duration) ([]podsResult, e
 		r.Total.PssAnon += m.PssAnon
 		r.Total.PssFile += m.PssFile
 	}
+	ours := map[int]bool{}
+	for _, pid := range harness.Shims(d.Address) {
+		ours[pid] = true
+	}
+	for _, bin := range shimBinaries(d) {
+		if r := byBinary[filepath.Base(bin)]; r != nil {
+			r.Others = othersRunning(bin, ours)
+		}
+	}
 	var out []podsResult
 	for _, b := range []string{"containerd-shim-ckpt-v2", "containerd-shim-runc-v2"} {
 		r := byBinary[b]
@@ -299,20 +311,36 @@ func measurePods(d *harness.Daemon, n int, after time.Duration) ([]podsResult, e
 	return out, nil
 }
 
+// othersRunning counts the processes not in ours whose executable is bin.
+func othersRunning(bin string, ours map[int]bool) int {
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || ours[pid] {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			n++
+		}
+	}
+	return n
+}
+
 func podsMarkdown(results []podsResult, n int, env string) string {
 	mib := func(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Shim memory of %d idle pods per handler (pause + %d app containers each)\n\n", n, podsAppContainers)
 	fmt.Fprintf(&b, "%s\n\n", env)
-	b.WriteString("| idle for | handler | pods | containers | shims | total PSS MiB | PSS anon | PSS file | per pod | per container | total RSS MiB |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| idle for | handler | pods | containers | shims | total PSS MiB | PSS anon | PSS file | per pod | per container | total RSS MiB | other shims of the binary |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		perPod, perCtr := int64(0), int64(0)
 		if r.Pods > 0 {
 			perPod, perCtr = r.Total.Pss/int64(r.Pods), r.Total.Pss/int64(r.Containers)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s |\n", r.After, r.Handler, r.Pods, r.Containers, r.Shims,
-			mib(r.Total.Pss), mib(r.Total.PssAnon), mib(r.Total.PssFile), mib(perPod), mib(perCtr), mib(r.Total.Rss))
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %d |\n", r.After, r.Handler, r.Pods, r.Containers, r.Shims,
+			mib(r.Total.Pss), mib(r.Total.PssAnon), mib(r.Total.PssFile), mib(perPod), mib(perCtr), mib(r.Total.Rss), r.Others)
 	}
 	return b.String()
 }
