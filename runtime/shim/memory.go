@@ -76,9 +76,8 @@ func (i *idleTimer) reset() {
 // part of it. The pages stay in the page cache, shared with every other
 // ckpt shim and reclaimable, and a later call maps what it runs again
 // with minor faults (0.04 ms per MiB here: all 13 MiB of a test binary
-// in 0.6 ms). Only mappings that cannot have
-// been written are dropped: MADV_DONTNEED on a private writable mapping
-// would lose its data.
+// in 0.6 ms). Only mappings that cannot have been written are dropped:
+// MADV_DONTNEED on a private writable mapping would lose its data.
 func trimCode() error {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/exe", &st); err != nil {
