@@ -267,13 +267,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			return nil, toGRPC(fmt.Errorf("restore of %q failed: %w", c.id, err))
 		}
 		p.io.restoreFinished()
-		releaseMemory()
 	} else if err := c.runc.Start(ctx, c.id); err != nil {
 		s.started(p, w)
 		return nil, toGRPC(runtimeError(c.runc, err, "runc start"))
-	} else {
-		releaseMemory()
 	}
+	releaseMemory()
 	p.setStatus(task.Status_RUNNING)
 	s.send(&eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(p.Pid())})
 	s.started(p, w)
