@@ -54,12 +54,16 @@ func main() {
 		strings.Join(targetOrder, ", "))
 	keep := flag.String("keep", "", "folder to keep each run's CRIU logs and statistics and containerd's log in (default: none)")
 	from := flag.String("from", "", "measure nothing: render the results.json of an earlier run into -out")
+	pods := flag.Int("pods", 0, "measure nothing else: the shims' memory (PSS) with this many idle pods of 3 containers on ckpt's CRI handler and as many on runc's (pods.go)")
+	flag.StringVar(&podsSettle, "pods-settle", podsSettle, "with -pods: comma-separated times after the last pod's start at which to measure")
 	hostRun := flag.Bool("host-run", false, "measure with the host's /run as it is, also where it is not a tmpfs (CRIU then re-detects kernel features on every run)")
 	flag.Parse()
 	var err error
 	switch {
 	case *from != "":
 		err = rerender(*from, *out)
+	case *pods > 0:
+		err = runPods(*pods, *out)
 	case !*hostRun:
 		if err = reexecOnPrivateRun(); err != nil {
 			break

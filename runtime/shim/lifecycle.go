@@ -35,9 +35,14 @@ const exitGrace = 5 * time.Second
 // restore that returns at setup-namespaces and is held until Start. Either
 // way the pid is real.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
-	if _, err := s.container(r.ID); err == nil {
-		return nil, toGRPC(fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists))
+	if err := s.reserve(r.ID); err != nil {
+		return nil, toGRPC(err)
 	}
+	defer func() {
+		if retErr != nil {
+			s.release(r.ID, nil)
+		}
+	}()
 	opts, err := createOptions(ctx, r)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -95,9 +100,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.unwatch(w)
 		return nil, toGRPC(err)
 	}
-	s.mu.Lock()
-	s.containers[r.ID] = c
-	s.mu.Unlock()
+	s.release(r.ID, c)
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint, Pid: uint32(p.Pid()),
 		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -266,11 +269,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			return nil, toGRPC(fmt.Errorf("restore of %q failed: %w", c.id, err))
 		}
 		p.io.restoreFinished()
-		releaseMemory()
 	} else if err := c.runc.Start(ctx, c.id); err != nil {
 		s.started(p, w)
 		return nil, toGRPC(runtimeError(c.runc, err, "runc start"))
 	}
+	releaseMemory()
 	p.setStatus(task.Status_RUNNING)
 	s.send(&eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(p.Pid())})
 	s.started(p, w)

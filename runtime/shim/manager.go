@@ -51,9 +51,26 @@ func RegisterPlugin(engine Engine) {
 			if err != nil {
 				return nil, err
 			}
+			if err := leaveBundle(); err != nil {
+				return nil, err
+			}
 			return NewTaskService(ic.Context, pp.(cdshim.Publisher), ss.(shutdown.Service), engine)
 		},
 	})
+}
+
+// leaveBundle moves the serving shim out of the bundle it was started in
+// (pkg/shim has opened the log FIFO there by now). A pod's shim outlives
+// the bundle of the container that started it, which containerd removes
+// with that container, and a process whose cwd is gone cannot getwd(2):
+// runc's spec conversion, which a restore runs in the shim, fails on it.
+// Nothing in the shim uses its cwd: every path is the bundle's, and hooks
+// and runc run in their container's bundle.
+func leaveBundle() error {
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("leave the bundle dir: %w", err)
+	}
+	return nil
 }
 
 // NewManager is the shim.Manager of containerd's (<= 2.2) bootstrap: the
@@ -65,8 +82,31 @@ type manager struct{ name string }
 
 func (m manager) Name() string { return m.name }
 
+// SandboxIDAnnotation is set by containerd's CRI plugin on every
+// container of a pod, the sandbox (pause) container included, to the
+// pod's id: the containers of one pod share a shim.
+const SandboxIDAnnotation = "io.kubernetes.cri.sandbox-id"
+
+// shimGroup is the id of the shim that serves container id of bundle:
+// its pod's id, or its own. The pause container's id is the pod's, so
+// the first container of a pod starts the shim and names it.
+func shimGroup(id, bundle string) (string, error) {
+	annotations, err := readAnnotations(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return "", fmt.Errorf("shim group of %q: %w", id, err)
+	}
+	if g := annotations[SandboxIDAnnotation]; g != "" {
+		return g, nil
+	}
+	return id, nil
+}
+
 // Start runs in containerd's "start" call, in the bundle dir: it spawns
-// the serving shim with the listening socket as fd 3.
+// the serving shim with the listening socket as fd 3, or, for a
+// container of a pod whose shim runs, gives containerd that shim's
+// address. The socket's address derives from the group, so the shim of a
+// pod is found without any state of ckpt's own, and containerd keeps the
+// address with each container (bootstrap.json in its bundle).
 func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_ cdshim.BootstrapParams, retErr error) {
 	params := cdshim.BootstrapParams{Version: 3, Protocol: "ttrpc"}
 	ns, err := namespaces.NamespaceRequired(ctx)
@@ -81,7 +121,11 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 	if err != nil {
 		return params, err
 	}
-	address, err := cdshim.SocketAddress(ctx, opts.Address, id, false)
+	group, err := shimGroup(id, cwd)
+	if err != nil {
+		return params, err
+	}
+	address, err := cdshim.SocketAddress(ctx, opts.Address, group, false)
 	if err != nil {
 		return params, err
 	}
@@ -92,7 +136,10 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 			return params, fmt.Errorf("shim socket: %w", err)
 		}
 		if cdshim.CanConnect(address) {
-			return params, nil // this container's shim already runs
+			// The pod's shim (or this container's, started before)
+			// runs: it serves this container too.
+			log.G(ctx).WithFields(log.Fields{"id": id, "group": group}).Debug("joining the running shim")
+			return params, nil
 		}
 		if err := cdshim.RemoveSocket(address); err != nil {
 			return params, fmt.Errorf("remove stale shim socket: %w", err)
@@ -122,7 +169,9 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 		shimCgroup = ropts.ShimCgroup
 	}
 
-	args := []string{"-namespace", ns, "-id", id, "-address", opts.Address}
+	// The shim is named by its group: pkg/shim removes the socket of its
+	// -id when it exits, and that socket is the group's.
+	args := []string{"-namespace", ns, "-id", group, "-address", opts.Address}
 	if opts.Debug {
 		args = append(args, "-debug")
 	}

@@ -45,6 +45,11 @@ type service struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	// creating holds the ids of Creates under way. The shim of a pod
+	// serves several containers: Shutdown after one's Delete must not
+	// end it under another's Create, and two Creates of one id must not
+	// both run.
+	creating map[string]struct{}
 
 	ec          chan runc.Exit
 	lifecycleMu sync.Mutex
@@ -68,6 +73,7 @@ func NewTaskService(ctx context.Context, publisher events.Publisher, sd shutdown
 		ctx: ctx, ns: ns, engine: engine, sd: sd,
 		events:     make(chan any, 128),
 		containers: make(map[string]*container),
+		creating:   make(map[string]struct{}),
 		ec:         reaper.Default.Subscribe(),
 		running:    make(map[int]*process),
 		watches:    make(map[*exitWatch]struct{}),
@@ -120,6 +126,30 @@ func (s *service) forward(ctx context.Context, publisher events.Publisher, evs <
 	}
 	if c, ok := publisher.(cdshim.Publisher); ok {
 		c.Close()
+	}
+}
+
+// reserve registers a Create of id; it fails if id exists or is being
+// created. release ends the reservation, adding c if the Create made it.
+func (s *service) reserve(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[id]; ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	if _, ok := s.creating[id]; ok {
+		return fmt.Errorf("container %q is being created: %w", id, errdefs.ErrAlreadyExists)
+	}
+	s.creating[id] = struct{}{}
+	return nil
+}
+
+func (s *service) release(id string, c *container) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.creating, id)
+	if c != nil {
+		s.containers[id] = c
 	}
 }
 
@@ -202,11 +232,15 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: uint32(pid)}, nil
 }
 
-// Shutdown ends the shim once it serves no container.
+// Shutdown ends the shim once it serves no container and creates none.
+// containerd asks after each Delete; the shim of a pod goes with its last
+// container. A Create that fails afterwards is followed by containerd's
+// Delete and Shutdown again.
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.containers) > 0 {
+	if len(s.containers) > 0 || len(s.creating) > 0 {
+		log.G(ctx).WithFields(log.Fields{"containers": len(s.containers), "creating": len(s.creating)}).Debug("shutdown: the shim serves other containers")
 		return empty, nil
 	}
 	s.sd.Shutdown()
