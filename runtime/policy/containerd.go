@@ -42,7 +42,7 @@ func SaveDefaults(bundle string, taskOptions *anypb.Any) error {
 	if err != nil {
 		return err
 	}
-	annotations, err := readAnnotations(bundle)
+	annotations, err := ReadAnnotations(bundle)
 	if err != nil {
 		return err
 	}
@@ -65,7 +65,7 @@ func LoadDefaults(bundle string, annotations map[string]string) (Defaults, error
 	data, err := os.ReadFile(filepath.Join(bundle, defaultsFile))
 	if os.IsNotExist(err) {
 		if annotations == nil {
-			if annotations, err = readAnnotations(bundle); err != nil {
+			if annotations, err = ReadAnnotations(bundle); err != nil {
 				return d, err
 			}
 		}
@@ -127,7 +127,8 @@ func FromClient(opts *options.CheckpointOptions) container.CheckpointOptions {
 	}
 }
 
-func readAnnotations(bundle string) (map[string]string, error) {
+// ReadAnnotations reads the annotations of the bundle's config.json.
+func ReadAnnotations(bundle string) (map[string]string, error) {
 	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/cgroupfs"
+	"github.com/ckpt-dev/ckpt/runtime/policy"
 	"github.com/containerd/cgroups/v3"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/containerd/api/types"
@@ -91,7 +92,7 @@ const SandboxIDAnnotation = "io.kubernetes.cri.sandbox-id"
 // its pod's id, or its own. The pause container's id is the pod's, so
 // the first container of a pod starts the shim and names it.
 func shimGroup(id, bundle string) (string, error) {
-	annotations, err := readAnnotations(filepath.Join(bundle, "config.json"))
+	annotations, err := policy.ReadAnnotations(bundle)
 	if err != nil {
 		return "", fmt.Errorf("shim group of %q: %w", id, err)
 	}

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bufio"
+	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -92,7 +93,11 @@ func trimCode() error {
 	if err != nil {
 		return err
 	}
-	for _, s := range spans {
+	relro, err := relroPages("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	for _, s := range withoutSpan(spans, relro) {
 		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, s.start, s.end-s.start, unix.MADV_DONTNEED); errno != 0 {
 			return fmt.Errorf("madvise %#x-%#x: %w", s.start, s.end, errno)
 		}
@@ -101,6 +106,53 @@ func trimCode() error {
 }
 
 type span struct{ start, end uintptr }
+
+// relroPages is the page range of the binary's PT_GNU_RELRO segment: in
+// a dynamically linked binary the loader writes relocations there (the
+// GOT's libc addresses, DT_DEBUG) and then makes the pages read-only, so
+// they look like file pages in maps but hold data the file does not:
+// dropping them would bring back the unrelocated bytes. A position
+// independent binary's load address is not read here, so for one every
+// page counts as RELRO's (nothing is trimmed).
+func relroPages(exe string) (span, error) {
+	f, err := elf.Open(exe)
+	if err != nil {
+		return span{}, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_GNU_RELRO {
+			continue
+		}
+		if f.Type != elf.ET_EXEC {
+			return span{0, ^uintptr(0)}, nil
+		}
+		page := uint64(os.Getpagesize())
+		return span{uintptr(p.Vaddr &^ (page - 1)), uintptr((p.Vaddr + p.Memsz + page - 1) &^ (page - 1))}, nil
+	}
+	return span{}, nil
+}
+
+// withoutSpan cuts cut out of spans.
+func withoutSpan(spans []span, cut span) []span {
+	if cut.end <= cut.start {
+		return spans
+	}
+	var out []span
+	for _, s := range spans {
+		if s.end <= cut.start || s.start >= cut.end {
+			out = append(out, s)
+			continue
+		}
+		if s.start < cut.start {
+			out = append(out, span{s.start, cut.start})
+		}
+		if s.end > cut.end {
+			out = append(out, span{cut.end, s.end})
+		}
+	}
+	return out
+}
 
 // readOnlySpans are the mappings, in /proc/PID/maps form, of the file
 // with the given device and inode that are neither writable nor shared.

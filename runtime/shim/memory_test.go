@@ -3,6 +3,7 @@ package shim
 import (
 	"bufio"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -112,4 +113,37 @@ func TestIdleTimer(t *testing.T) {
 	waitRuns(1)
 	it.reset()
 	waitRuns(2)
+}
+
+func TestWithoutSpan(t *testing.T) {
+	spans := []span{{0x1000, 0x3000}, {0x4000, 0x6000}, {0x7000, 0x8000}}
+	for _, tc := range []struct {
+		name string
+		cut  span
+		want []span
+	}{
+		{"none", span{}, spans},
+		{"middle of one", span{0x5000, 0x5800}, []span{{0x1000, 0x3000}, {0x4000, 0x5000}, {0x5800, 0x6000}, {0x7000, 0x8000}}},
+		{"whole one", span{0x4000, 0x6000}, []span{{0x1000, 0x3000}, {0x7000, 0x8000}}},
+		{"across two", span{0x2000, 0x5000}, []span{{0x1000, 0x2000}, {0x5000, 0x6000}, {0x7000, 0x8000}}},
+		{"everything", span{0, ^uintptr(0)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := withoutSpan(spans, tc.cut); !slices.Equal(got, tc.want) {
+				t.Fatalf("withoutSpan(%v) = %x, want %x", tc.cut, got, tc.want)
+			}
+		})
+	}
+}
+
+// The test binary is linked like the shim: its RELRO pages, which the
+// loader wrote, are never among those trimCode drops.
+func TestRelroPagesOfThisBinary(t *testing.T) {
+	r, err := relroPages("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.end < r.start {
+		t.Fatalf("bad range %x", r)
+	}
 }
