@@ -82,7 +82,7 @@ type Session struct {
 	path    string
 	logFile string
 
-	limits  Limits
+	limits Limits
 	// binary and start identify criu's process tree (tree_linux.go);
 	// ownReap: no reaper in this process, so ckpt reaps what it kills.
 	binary  string
