@@ -171,7 +171,10 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 		}
 		return r, nil
 	case <-ctx.Done():
-		r.Abort(context.Background())
+		// Not Abort: its answer reaches CRIU only at the hold, and CRIU
+		// may never get there. criu and its tree are killed now.
+		r.cancel()
+		<-r.done
 		return nil, fmt.Errorf("restore of %q: %w", opts.ID, ctx.Err())
 	}
 }
@@ -244,6 +247,10 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		return cc, err
 	}
 	r.md = md
+	// A pages image shorter than its pagemap makes CRIU loop forever.
+	if err := image.CheckPages(imgDir); err != nil {
+		return cc, err
+	}
 	if md.Options.CRIUInNetNS {
 		r.netns = newLoopbackNetNS()
 	}

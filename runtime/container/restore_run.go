@@ -283,6 +283,12 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 		if r.cgSetup != nil {
 			r.cgSetup.wait() // nothing may still be creating it
 		}
+		// The restored root, once CRIU named it, is the init of the
+		// restored pid namespace: killing it kills the namespace, also
+		// tasks CRIU has not yet moved into the container's cgroup.
+		if pid := r.Pid(); pid > 0 {
+			unix.Kill(pid, unix.SIGKILL)
+		}
 		if err := destroyCgroup(r.cg); err != nil {
 			logger.WithError(err).Warn("cleanup: container cgroup")
 		}
