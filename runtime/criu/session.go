@@ -231,7 +231,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 	}
 
 	if err := s.conn.send(req); err != nil {
-		return nil, s.fail(ctx, &Error{Request: want.String(), Cause: err})
+		return nil, s.fail(ctx, &Error{Request: want.String(), Cause: peerGone(err)})
 	}
 	var failed *Error
 	for {
@@ -279,7 +279,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 				}
 			}
 			if err := s.conn.send(reply); err != nil {
-				e := &Error{Request: want.String(), Stage: stage, Handler: herr, Cause: err}
+				e := &Error{Request: want.String(), Stage: stage, Handler: herr, Cause: peerGone(err)}
 				return nil, s.fail(ctx, e)
 			}
 			continue
@@ -311,6 +311,15 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 	}
 }
 
+// peerGone is nil for a send that failed because criu's end is closed:
+// criu is gone, and its exit says why.
+func peerGone(err error) error {
+	if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+		return nil
+	}
+	return err
+}
+
 // errExited: criu exited, and nothing it sent is left to read.
 var errExited = errors.New("criu exited")
 
@@ -340,10 +349,17 @@ func (s *Session) fail(ctx context.Context, e *Error) error {
 	if ctx.Err() != nil {
 		e.Cause = fmt.Errorf("%w (criu killed)", ctx.Err())
 	}
-	s.kill()
-	// No other cause: criu ended by itself (EOF, or its exit seen), and
-	// how it ended is the news.
+	// No other cause: criu ended by itself (EOF, a closed socket, or its
+	// exit seen), and how it ended is the news: it gets a moment to be
+	// reaped, so that our kill does not hide its own status.
 	e.Exited = e.Cause == nil
+	if e.Exited {
+		select {
+		case <-s.exitCh:
+		case <-time.After(time.Second):
+		}
+	}
+	s.kill()
 	s.mu.Lock()
 	e.ExitStatus, e.Signal = s.status.Status, s.status.Signal
 	s.mu.Unlock()
