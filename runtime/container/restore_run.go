@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -324,9 +325,18 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 	r.masters = nil
 	r.mu.Unlock()
 	if failed && r.stateDir != "" {
-		if err := os.RemoveAll(r.stateDir); err != nil {
+		if err := removeUnmounted(r.stateDir); err != nil {
 			logger.WithError(err).Warn("cleanup: state dir")
 		}
+	}
+	// The record goes last: until here a crash leaves it to say what to
+	// clean. Not recursive: nothing may reach through a mount left.
+	if r.workDir != "" {
+		os.Remove(filepath.Join(r.workDir, recordFile))
+		if err := os.Remove(r.workDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			logger.WithError(err).Warn("cleanup: work dir")
+		}
+		r.workDir = ""
 	}
 	if failed {
 		r.poststopAfterFailure(ctx)
