@@ -16,8 +16,8 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
-	runc "github.com/containerd/go-runc"
 	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -85,7 +85,7 @@ type Restoring struct {
 	stateDir string
 	// workDir holds the restore's record, criu-root and tmpfs mounts
 	// (leftover.go).
-	workDir string
+	workDir  string
 	cfg      *configs.Config
 	md       *image.Metadata
 	netns    *loopbackNetNS // the namespace to restore into, where criu ran in the dumped one
