@@ -140,9 +140,9 @@ func lowSpace(logFile string) string {
 	}
 	switch {
 	case st.Bavail == 0 && st.Blocks > 0:
-		return fmt.Sprintf("no space left on device: the filesystem of %s is full (%v)", filepath.Dir(logFile), unix.ENOSPC)
+		return fmt.Sprintf("the filesystem of %s is full (%v)", filepath.Dir(logFile), unix.ENOSPC)
 	case st.Ffree == 0 && st.Files > 0:
-		return fmt.Sprintf("no space left on device: the filesystem of %s has no free inodes (%v)", filepath.Dir(logFile), unix.ENOSPC)
+		return fmt.Sprintf("the filesystem of %s has no free inodes (%v)", filepath.Dir(logFile), unix.ENOSPC)
 	}
 	return ""
 }

@@ -201,7 +201,7 @@ func TestErrorTexts(t *testing.T) {
 	}{
 		{"benign cr_errmsg with ENOSPC", &Error{Request: "DUMP", Errno: int32(unix.ENOSPC), Message: "rlimit: Can't setup RLIMIT_NOFILE for self"},
 			[]string{"errno 28: no space left on device"}, []string{"RLIMIT"}},
-		{"full disk", &Error{Request: "DUMP", Space: "no space left on device: the filesystem of /x is full", Message: "rlimit: Can't setup RLIMIT_NOFILE for self"},
+		{"full disk", &Error{Request: "DUMP", Space: "the filesystem of /x is full (no space left on device)", Message: "rlimit: Can't setup RLIMIT_NOFILE for self"},
 			[]string{"filesystem of /x is full"}, []string{"RLIMIT"}},
 		{"benign cr_errmsg, real log line", &Error{Request: "DUMP", Message: "rlimit: Can't setup RLIMIT_NOFILE for self", LogLines: []string{"(0.1) Error (criu/a.c:1): boom"}},
 			[]string{"criu says: Error (criu/a.c:1): boom"}, nil},
