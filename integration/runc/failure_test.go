@@ -122,9 +122,11 @@ func TestRestoreFailures(t *testing.T) {
 			want: []string{"is 5000 bytes, but pagemap-", "truncated"},
 		},
 		{
-			name:    "ckpt.json that is not JSON",
-			prepare: func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, image.MetadataFile), []byte("{nope"), 0o600) },
-			want:    []string{"image ", image.MetadataFile},
+			name: "ckpt.json that is not JSON",
+			prepare: func(t *testing.T, dir string) {
+				os.WriteFile(filepath.Join(dir, image.MetadataFile), []byte("{nope"), 0o600)
+			},
+			want: []string{"image ", image.MetadataFile},
 		},
 		{
 			name: "terminal image without a console",
