@@ -42,7 +42,7 @@ import (
 // the id's cgroup was checked empty when the restore began.
 
 // workRoot holds the work dirs of restores in progress.
-const workRoot = "/run/ckpt/restore"
+var workRoot = "/run/ckpt/restore" // a variable for tests
 
 // recordFile is the record of a restore, in its work dir.
 const recordFile = "record.json"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -101,6 +102,10 @@ func siblingsRunning(binary string, since uint64) []task {
 	var out []task
 	if binary == "" {
 		return nil
+	}
+	// /proc/PID/exe is the binary's real path.
+	if real, err := filepath.EvalSymlinks(binary); err == nil {
+		binary = real
 	}
 	for _, c := range children(os.Getpid()) {
 		st, ok := startTime(c)
