@@ -131,3 +131,71 @@ func TestShimRestoreCriuKilled(t *testing.T) {
 		t.Errorf("criu processes remain under the shim: %v", left)
 	}
 }
+
+// TestShimKilledInRestore: SIGKILL of the shim while a restore is held
+// between Create and Start. containerd's cleanup after the dead shim (the
+// shim's delete action) removes what the restore left: the tree's tasks,
+// which outlive criu, the work dir with its mounts, and the cgroups.
+func TestShimKilledInRestore(t *testing.T) {
+	d := daemon(t)
+	ctx := testContext(t, d)
+	c := newContainer(t, d, ctx, counter)
+	task, statusC, _ := startCounter(t, d, ctx, c)
+	dir := filepath.Join(t.TempDir(), "images")
+	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, statusC, 10*time.Second)
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nc := newContainer(t, d, ctx, counter)
+	ntask, err := nc.NewTask(ctx, streams(d, nil, &syncBuffer{}, nil, false), client.WithRestoreImagePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := int(ntask.Pid())
+	shim := harness.Shims(d.Address)[nc.ID()]
+	wd, err := container.WorkDir(d.RuncRoot, nc.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(wd); err != nil {
+		t.Fatalf("no work dir while the restore is held: %v", err)
+	}
+	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	gone := func() []string {
+		var left []string
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", root)); err == nil {
+			left = append(left, fmt.Sprintf("restored root %d", root))
+		}
+		if _, err := os.Stat(wd); err == nil {
+			left = append(left, wd)
+		}
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		if strings.Contains(string(mi), wd) {
+			left = append(left, "mounts under "+wd)
+		}
+		cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", d.Namespace, nc.ID()))
+		v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", d.Namespace, nc.ID()))
+		left = append(left, append(cgs, v2...)...)
+		if _, err := os.Stat(filepath.Join(d.RuncRoot, nc.ID())); err == nil {
+			left = append(left, "runc state dir")
+		}
+		return left
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		left := gone()
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("20 s after the shim was killed, left: %v", left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ntask.Delete(ctx) // containerd may have removed it already
+}

@@ -192,6 +192,10 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 	// Whatever ends the wait (ctx, criu's exit, the watchdog) unblocks the
 	// receive with a deadline in the past; the handlers see ctx.
 	wd := newWatchdog(s.limits, s.logFile, time.Now())
+	// Handlers see criu's end too: one that waits (the hold between
+	// Create and Start) must not wait for a criu that is gone.
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
 	watchStop := make(chan struct{})
 	watchDone := make(chan struct{})
 	var watchErr error // set before the deadline, read after recv fails
@@ -209,6 +213,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 				unblock()
 				return
 			case <-s.exitCh:
+				hcancel()
 				unblock()
 				return
 			case now := <-t.C:
@@ -217,6 +222,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 					watchMu.Lock()
 					watchErr = err
 					watchMu.Unlock()
+					hcancel()
 					unblock()
 					return
 				}
@@ -258,7 +264,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 			}
 			nlog.Debug("criu notification")
 			wd.handler(true, time.Now())
-			ans, herr := h.Notify(ctx, n)
+			ans, herr := h.Notify(hctx, n)
 			wd.handler(false, time.Now())
 			closeAll(n.files)
 			if ctx.Err() != nil {

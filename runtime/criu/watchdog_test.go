@@ -227,3 +227,31 @@ func TestErrorTexts(t *testing.T) {
 		t.Error("errors.Is(ENOSPC) = false")
 	}
 }
+
+// A handler that waits (the hold between Create and Start) sees its
+// context end when criu dies, so the request ends without the hold's
+// timeout.
+func TestSessionCriuExitDuringHandler(t *testing.T) {
+	s, p, proc := newTestSession(t, "")
+	go func() {
+		p.recv()
+		p.send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: ptr(true), Notify: &rpc.CriuNotify{Script: ptr(string(PostSetupNamespaces))}})
+		time.Sleep(50 * time.Millisecond)
+		proc.end(exitInfo{Status: -1, Signal: 9})
+	}()
+	start := time.Now()
+	_, err := s.Restore(context.Background(), opts(), &Handlers{PostSetupNamespaces: func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Minute):
+			return errors.New("held for a minute")
+		}
+	}})
+	if err == nil || !strings.Contains(err.Error(), "killed by signal 9") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("took %s", d)
+	}
+}
