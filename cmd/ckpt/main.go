@@ -3,11 +3,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 // commands is filled by each command's file, so adding a command touches
@@ -33,8 +36,20 @@ func main() {
 		},
 		Commands: commands,
 	}
-	if err := app.Run(os.Args); err != nil {
+	// SIGINT and SIGTERM cancel the command's context: a checkpoint or
+	// restore kills criu and its tree and undoes what it made before ckpt
+	// exits. They stay caught until then, so a second ^C cannot cut the
+	// cleanup short (SIGKILL can; `ckpt delete` and the next restore
+	// clean up after that).
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+	defer stop()
+	err := app.RunContext(ctx, os.Args)
+	if ctx.Err() != nil && err != nil {
+		logrus.WithError(err).Warn("interrupted by a signal; cleaned up")
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "ckpt: %v\n", err)
+		stop()
 		os.Exit(1)
 	}
 }

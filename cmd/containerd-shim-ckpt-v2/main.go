@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 
+	"github.com/ckpt-dev/ckpt/runtime/container"
 	ckptshim "github.com/ckpt-dev/ckpt/runtime/shim"
 	"github.com/containerd/containerd/v2/pkg/shim"
 )
@@ -13,5 +14,6 @@ import (
 func main() {
 	ckptshim.WarmCgroupLock()
 	ckptshim.RegisterPlugin(engine{})
+	ckptshim.RemoveLeftover = container.RemoveLeftover
 	shim.Run(context.Background(), ckptshim.NewManager(ckptshim.RuntimeName))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -110,6 +111,24 @@ func TestRestoreFailures(t *testing.T) {
 			want: []string{"entry \"../../escaped\"", "is not one ckpt recorded"},
 		},
 		{
+			name: "a pages image cut short",
+			prepare: func(t *testing.T, dir string) {
+				pages, _ := filepath.Glob(filepath.Join(dir, "pages-*.img"))
+				if len(pages) == 0 {
+					t.Fatal("no pages image")
+				}
+				os.Truncate(pages[0], 5000)
+			},
+			want: []string{"is 5000 bytes, but pagemap-", "truncated"},
+		},
+		{
+			name: "ckpt.json that is not JSON",
+			prepare: func(t *testing.T, dir string) {
+				os.WriteFile(filepath.Join(dir, image.MetadataFile), []byte("{nope"), 0o600)
+			},
+			want: []string{"image ", image.MetadataFile},
+		},
+		{
 			name: "terminal image without a console",
 			prepare: func(t *testing.T, dir string) {
 				md, err := image.ReadMetadataPath(dir)
@@ -149,6 +168,9 @@ func TestRestoreFailures(t *testing.T) {
 				t.Fatal("restore succeeded")
 			}
 			t.Logf("error: %v", err)
+			if tc.name == "ckpt.json that is not JSON" && !strings.Contains(err.Error(), dir) {
+				t.Errorf("error %q does not name the image dir %s", err, dir)
+			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not say %q", err, w)
@@ -281,4 +303,52 @@ func editFreshTmpfs(t *testing.T, dir string, edit func(*image.FreshTmpfs)) {
 	if err := image.WriteMetadata(dir, md); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCheckpointCreatedContainer: a container runc created but did not
+// start is refused before CRIU runs, saying so (failed precondition).
+func TestCheckpointCreatedContainer(t *testing.T) {
+	c := newCtr(t, nil)
+	f := c.openOut()
+	cmd := command(t, "runc", "--root", c.root, "create", "--bundle", c.bundle, c.id)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("runc create: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "images")
+	_, err := container.Checkpoint(ctx(t), container.CheckpointOptions{Root: c.root, ID: c.id, ImagePath: dir})
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "has not started") {
+		t.Fatalf("checkpoint of a created container: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dump.log")); err == nil {
+		t.Error("CRIU ran")
+	}
+	if st, _ := c.state(c.id); st != "created" {
+		t.Errorf("container is %q after the refusal", st)
+	}
+}
+
+// TestCheckpointDiskFull: a checkpoint into a filesystem that fills up
+// says so (not the RLIMIT_NOFILE line every CRIU log has), and the
+// container runs on.
+func TestCheckpointDiskFull(t *testing.T) {
+	c := newCtr(t, nil)
+	c.start()
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=8k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	_, err := container.Checkpoint(ctx(t), container.CheckpointOptions{Root: c.root, ID: c.id, ImagePath: filepath.Join(mnt, "images"), LeaveRunning: true})
+	if err == nil {
+		t.Fatal("checkpoint into 8 KiB succeeded")
+	}
+	t.Logf("error: %v", err)
+	if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), "no space left on device") || strings.Contains(err.Error(), "RLIMIT") {
+		t.Errorf("error does not say the disk is full: %v", err)
+	}
+	if st, _ := c.state(c.id); st != "running" {
+		t.Fatalf("container %q after a failed checkpoint", st)
+	}
+	c.waitCount(c.last() + 3)
 }

@@ -223,14 +223,20 @@ func (c *ctr) assertGone(id string, cgroupPaths []string) {
 	if _, err := os.Stat(filepath.Join(c.root, id)); !os.IsNotExist(err) {
 		c.t.Errorf("runc state dir of %s left behind (%v)", id, err)
 	}
+	if wd, err := container.WorkDir(c.root, id); err != nil {
+		c.t.Error(err)
+	} else if _, err := os.Stat(wd); !os.IsNotExist(err) {
+		c.t.Errorf("restore work dir of %s left behind (%v)", id, err)
+	}
 	out, _ := exec.Command("runc", "--root", c.root, "list", "-q").Output()
 	if strings.Contains(string(out), id) {
 		c.t.Errorf("runc list still shows %s", id)
 	}
 	mi := readFile("/proc/self/mountinfo")
+	wd, _ := container.WorkDir(c.root, id)
 	for _, l := range strings.Split(mi, "\n") {
 		// Only this test's: other tests (containerd's) may restore meanwhile.
-		if strings.Contains(l, c.root) {
+		if strings.Contains(l, c.root) || strings.Contains(l, wd) {
 			c.t.Errorf("mount left behind: %s", l)
 		}
 	}

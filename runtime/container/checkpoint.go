@@ -18,6 +18,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
+	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer"
@@ -73,13 +74,16 @@ type CheckpointOptions struct {
 // removed, its log is kept.
 func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata, retErr error) {
 	start := time.Now()
-	st, _, err := runcstate.Load(opts.Root, opts.ID)
+	st, stateDir, err := runcstate.Load(opts.Root, opts.ID)
 	if err != nil {
 		return nil, err
 	}
 	pid := st.InitProcessPid
 	if !runcstate.Alive(pid, st.InitProcessStartTime) {
 		return nil, fmt.Errorf("container %q is not running (its init %d is gone)", opts.ID, pid)
+	}
+	if err := notStarted(opts.ID, stateDir); err != nil {
+		return nil, err
 	}
 	if opts.ImagePath == "" {
 		return nil, errors.New("checkpoint: no image path")
@@ -236,12 +240,25 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	}
 	complete = true
 	if !opts.LeaveRunning {
-		if err := deleteAfterDump(ctx, opts); err != nil {
+		// The dump is complete and the processes are gone: a caller that
+		// gives up now (a signal to the CLI) must not leave runc's state.
+		if err := deleteAfterDump(context.WithoutCancel(ctx), opts); err != nil {
 			return md, fmt.Errorf("checkpoint of %q is complete, but deleting runc's state failed: %w", opts.ID, err)
 		}
 	}
 	log.G(ctx).WithField("images", imgPath).WithField("ms", md.Timings.TotalMs).Info("checkpoint done")
 	return md, nil
+}
+
+// notStarted refuses a container runc created but did not start: its init
+// is still runc's, waiting on exec.fifo (runc's sign of the "created"
+// state), and CRIU would fail on its half-made mounts with an error that
+// does not say so.
+func notStarted(id, stateDir string) error {
+	if _, err := os.Lstat(filepath.Join(stateDir, "exec.fifo")); err != nil {
+		return nil
+	}
+	return fmt.Errorf("container %q has not started (runc state \"created\"): start it before checkpointing it: %w", id, errdefs.ErrFailedPrecondition)
 }
 
 // checkpointPlan gathers what the plan needs from the host.

@@ -19,6 +19,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
+	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/opencontainers/cgroups"
@@ -88,6 +89,9 @@ type RestoreOptions struct {
 type Restoring struct {
 	opts     RestoreOptions
 	stateDir string
+	// workDir holds the restore's record, criu-root and tmpfs mounts
+	// (leftover.go).
+	workDir  string
 	cfg      *configs.Config
 	md       *image.Metadata
 	netns    *loopback.NetNS // the namespace to restore into, where criu ran in the dumped one
@@ -177,7 +181,10 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 		}
 		return r, nil
 	case <-ctx.Done():
-		r.Abort(context.Background())
+		// Not Abort: its answer reaches CRIU only at the hold, and CRIU
+		// may never get there. criu and its tree are killed now.
+		r.cancel()
+		<-r.done
 		return nil, fmt.Errorf("restore of %q: %w", opts.ID, ctx.Err())
 	}
 }
@@ -250,6 +257,10 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		return cc, err
 	}
 	r.md = md
+	// A pages image shorter than its pagemap makes CRIU loop forever.
+	if err := image.CheckPages(imgDir); err != nil {
+		return cc, err
+	}
 	if md.Options.CRIUInNetNS {
 		r.netns = loopback.NewNetNS()
 	}
@@ -277,6 +288,43 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		return cc, err
 	}
 
+	// The work dir holds the restore's record and mounts (leftover.go);
+	// what a restore whose ckpt died left under the id goes first.
+	if r.workDir, err = WorkDir(opts.Root, opts.ID); err != nil {
+		return cc, err
+	}
+	if left, err := Leftover(opts.Root, opts.ID); err != nil {
+		r.workDir = "" // not ours
+		return cc, err
+	} else if left {
+		log.G(ctx).Warn("the id holds what an earlier restore left when its ckpt process died; removing it")
+		if err := RemoveLeftover(ctx, opts.Root, opts.ID); err != nil {
+			r.workDir = ""
+			return cc, err
+		}
+	}
+	if err := os.MkdirAll(workRoot, 0o700); err != nil {
+		r.workDir = ""
+		return cc, err
+	}
+	if err := os.Mkdir(r.workDir, 0o700); err != nil {
+		r.workDir = ""
+		if errors.Is(err, os.ErrExist) {
+			return cc, fmt.Errorf("container %q: %w: %w", opts.ID, ErrRestoreInProgress, errdefs.ErrFailedPrecondition)
+		}
+		return cc, err
+	}
+	logDir := imgPath
+	if opts.WorkPath != "" {
+		if logDir, err = filepath.Abs(opts.WorkPath); err != nil {
+			return cc, err
+		}
+	}
+	rec := &restoreRecord{Root: opts.Root, ID: opts.ID, LogFile: filepath.Join(logDir, "restore.log")}
+	if err := writeRecord(r.workDir, rec); err != nil {
+		return cc, fmt.Errorf("record the restore in %s: %w", r.workDir, err)
+	}
+
 	// The state dir claims the id, as runc's create does.
 	if err := os.MkdirAll(opts.Root, 0o700); err != nil {
 		return cc, err
@@ -291,10 +339,15 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 	if r.cg, err = cgroup.New(cfg); err != nil {
 		return cc, err
 	}
+	// Recorded before either is made.
+	rec.StateDir, rec.Cgroups = r.stateDir, r.cg.GetPaths()
+	if err := writeRecord(r.workDir, rec); err != nil {
+		return cc, fmt.Errorf("record the restore in %s: %w", r.workDir, err)
+	}
 	if !cgroup.CRIUJoins(cfg, md.Options.CgroupsMode) {
 		r.cgSetup = cgroup.StartSetup(r.cg, cfg)
 	}
-	r.criuRoot = filepath.Join(r.stateDir, "criu-root")
+	r.criuRoot = filepath.Join(r.workDir, "criu-root")
 	if err := mountCriuRoot(cfg.Rootfs, r.criuRoot); err != nil {
 		r.criuRoot = ""
 		return cc, err
@@ -320,7 +373,6 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		CgroupYard: cgroup.RestoreYard(md.CgroupHierarchies), FreshTmpfs: freshTmpfs,
 	}
 	p.Options.EmptyNetNS = p.Options.EmptyNetNS || opts.EmptyNetNS
-	logDir := imgPath
 	if opts.WorkPath != "" {
 		if err := os.MkdirAll(opts.WorkPath, 0o700); err != nil {
 			return cc, err
@@ -330,7 +382,7 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 			return cc, err
 		}
 		r.files = append(r.files, wd)
-		p.WorkDirFd, logDir = int32(wd.Fd()), opts.WorkPath
+		p.WorkDirFd = int32(wd.Fd())
 	}
 	for _, ns := range plan.ExternalNamespaces(cfg) {
 		f, err := os.Open(ns.Path)
@@ -368,7 +420,7 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 func (r *Restoring) mountFreshTmpfs() ([]plan.Bind, error) {
 	var binds []plan.Bind
 	for i, t := range r.md.FreshTmpfs {
-		dir := filepath.Join(r.stateDir, fmt.Sprintf("tmpfs-%d", i))
+		dir := filepath.Join(r.workDir, fmt.Sprintf("tmpfs-%d", i))
 		if err := tmpfs.Mount(dir, t); err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -246,6 +247,12 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 		if r.cgSetup != nil {
 			r.cgSetup.Wait() // nothing may still be creating it
 		}
+		// The restored root, once CRIU named it, is the init of the
+		// restored pid namespace: killing it kills the namespace, also
+		// tasks CRIU has not yet moved into the container's cgroup.
+		if pid := r.Pid(); pid > 0 {
+			unix.Kill(pid, unix.SIGKILL)
+		}
 		if err := cgroup.Destroy(r.cg); err != nil {
 			logger.WithError(err).Warn("cleanup: container cgroup")
 		}
@@ -276,9 +283,18 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 	r.files = nil
 	r.ptys.close()
 	if failed && r.stateDir != "" {
-		if err := os.RemoveAll(r.stateDir); err != nil {
+		if err := removeUnmounted(r.stateDir); err != nil {
 			logger.WithError(err).Warn("cleanup: state dir")
 		}
+	}
+	// The record goes last: until here a crash leaves it to say what to
+	// clean. Not recursive: nothing may reach through a mount left.
+	if r.workDir != "" {
+		os.Remove(filepath.Join(r.workDir, recordFile))
+		if err := os.Remove(r.workDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			logger.WithError(err).Warn("cleanup: work dir")
+		}
+		r.workDir = ""
 	}
 	if failed {
 		r.poststopAfterFailure(ctx)

@@ -4,7 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Error is a failed CRIU request with everything that explains it.
@@ -24,6 +28,11 @@ type Error struct {
 	// Exited and ExitStatus describe criu when it died before answering.
 	Exited     bool
 	ExitStatus int
+	// Signal is the signal that killed criu (0: none).
+	Signal int
+	// Space is set when the filesystem of CRIU's log has no room left:
+	// CRIU may not even have logged why it failed.
+	Space string
 	// LogFile and LogLines are CRIU's log and its Error lines.
 	LogFile  string
 	LogLines []string
@@ -43,17 +52,23 @@ func (e *Error) Error() string {
 	if e.Cause != nil {
 		fmt.Fprintf(&b, ": %v", e.Cause)
 	}
-	if e.Message != "" || e.Errno != 0 {
-		fmt.Fprintf(&b, "; criu says: %s", strings.TrimSpace(e.reason()))
+	if e.Space != "" {
+		fmt.Fprintf(&b, "; %s", e.Space)
+	}
+	if r := strings.TrimSpace(e.reason()); r != "" || e.Errno != 0 {
+		b.WriteString("; criu says:")
+		if r != "" {
+			fmt.Fprintf(&b, " %s", r)
+		}
 		if e.Errno != 0 {
-			fmt.Fprintf(&b, " (errno %d)", e.Errno)
+			fmt.Fprintf(&b, " (errno %d: %s)", e.Errno, syscall.Errno(e.Errno).Error())
 		}
 	}
 	if e.Succeeded {
 		b.WriteString("; criu went on and reported success")
 	}
 	if e.Exited && e.Cause == nil && e.Message == "" {
-		fmt.Fprintf(&b, "; criu exited with status %d before answering", e.ExitStatus)
+		fmt.Fprintf(&b, "; criu %s before answering", exitInfo{Status: e.ExitStatus, Signal: e.Signal})
 	}
 	if len(e.LogLines) > 0 {
 		fmt.Fprintf(&b, "; %s:\n  %s", e.LogFile, strings.Join(e.LogLines, "\n  "))
@@ -71,6 +86,9 @@ func (e *Error) Unwrap() []error {
 	}
 	if e.Cause != nil {
 		errs = append(errs, e.Cause)
+	}
+	if e.Space != "" || e.Errno == int32(unix.ENOSPC) {
+		errs = append(errs, unix.ENOSPC)
 	}
 	return errs
 }
@@ -94,7 +112,9 @@ func isBenign(line string) bool {
 }
 
 // reason is cr_errmsg, or the first real Error line of the log when
-// cr_errmsg is one of the benign ones.
+// cr_errmsg is one of the benign ones, or nothing: a line every CRIU log
+// has says nothing about this failure (a full disk, for one, leaves the
+// log without the real reason).
 func (e *Error) reason() string {
 	if !isBenign(e.Message) {
 		return e.Message
@@ -104,7 +124,27 @@ func (e *Error) reason() string {
 			return l[i:]
 		}
 	}
-	return e.Message
+	return ""
+}
+
+// lowSpace says whether the filesystem that holds CRIU's log (the work or
+// image dir) is full: then CRIU's log may hold nothing but lines every log
+// has, and the full disk is the reason to report.
+func lowSpace(logFile string) string {
+	if logFile == "" {
+		return ""
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(logFile), &st); err != nil {
+		return ""
+	}
+	switch {
+	case st.Bavail == 0 && st.Blocks > 0:
+		return fmt.Sprintf("the filesystem of %s is full (%v)", filepath.Dir(logFile), unix.ENOSPC)
+	case st.Ffree == 0 && st.Files > 0:
+		return fmt.Sprintf("the filesystem of %s has no free inodes (%v)", filepath.Dir(logFile), unix.ENOSPC)
+	}
+	return ""
 }
 
 // maxLogLines bounds how much of a CRIU log an error quotes: the last lines

@@ -21,7 +21,7 @@ type peer struct {
 type fakeProc struct {
 	mu     sync.Mutex
 	killed bool
-	status int
+	status exitInfo
 	exited chan struct{}
 	once   sync.Once
 }
@@ -33,18 +33,19 @@ func (p *fakeProc) Kill() error {
 	p.mu.Lock()
 	p.killed = true
 	p.mu.Unlock()
-	p.exit(137)
+	p.end(exitInfo{Status: -1, Signal: 9})
 	return nil
 }
-func (p *fakeProc) exit(status int) {
+func (p *fakeProc) exit(status int) { p.end(exitInfo{Status: status}) }
+func (p *fakeProc) end(st exitInfo) {
 	p.once.Do(func() {
 		p.mu.Lock()
-		p.status = status
+		p.status = st
 		p.mu.Unlock()
 		close(p.exited)
 	})
 }
-func (p *fakeProc) Wait() (int, error) {
+func (p *fakeProc) Wait() (exitInfo, error) {
 	<-p.exited
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/netnsthread"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // Config says how to start criu. The zero value runs "criu" from PATH with
@@ -49,6 +50,9 @@ type Config struct {
 	// criu to run in instead of ours. CRIU leaves the namespace it runs in
 	// out of a dump: no links, routes or netfilter tables are read.
 	NetNS string
+	// Limits bound each request (watchdog.go); zero fields take the
+	// defaults.
+	Limits Limits
 }
 
 // InheritFD is criu's descriptor number for Config.ExtraFiles[i].
@@ -59,8 +63,14 @@ func InheritFD(i int) int32 { return int32(4 + i) }
 type process interface {
 	Pid() int
 	Kill() error
-	// Wait returns criu's exit status; it is called at most once.
-	Wait() (int, error)
+	// Wait returns how criu ended; it is called at most once.
+	Wait() (exitInfo, error)
+}
+
+// exitInfo is how criu ended: an exit status or a signal.
+type exitInfo struct {
+	Status int
+	Signal int // 0 unless killed by a signal
 }
 
 // Session is one criu process and the socket to it. Requests are sent one
@@ -72,11 +82,21 @@ type Session struct {
 	path    string
 	logFile string
 
+	limits Limits
+	// binary and start identify criu's process tree (tree_linux.go);
+	// ownReap: no reaper in this process, so ckpt reaps what it kills.
+	binary  string
+	start   uint64
+	ownReap bool
+	// exitCh is closed once criu has exited (and was reaped).
+	exitCh chan struct{}
+
 	mu       sync.Mutex
 	exited   bool
-	status   int
+	status   exitInfo
 	waitErr  error
-	finished bool // the last response came; criu is exiting by itself
+	finished bool   // the last response came; criu is exiting by itself
+	tree     []task // criu's descendants, as last seen
 }
 
 // Start runs `criu swrk 3` with the server end of a fresh socketpair as
@@ -130,7 +150,9 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		c.Close()
 		return nil, fmt.Errorf("start %s swrk: %w", path, err)
 	}
-	s := &Session{conn: c, proc: &cmdProcess{cmd: cmd, ec: ec, mon: mon}, logFile: cfg.LogFile, path: path}
+	s := newSession(c, &cmdProcess{cmd: cmd, ec: ec, mon: mon}, cfg.LogFile)
+	s.path, s.binary, s.limits, s.ownReap = path, path, cfg.Limits, cfg.Monitor == nil
+	s.start, _ = startTime(cmd.Process.Pid)
 	log.G(ctx).WithField("criu-pid", cmd.Process.Pid).Debug("criu swrk started")
 	if cfg.OnStart != nil {
 		if err := cfg.OnStart(cmd.Process.Pid); err != nil {
@@ -143,7 +165,11 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 
 // newSession is Start without a binary: tests hand in the conn and a fake.
 func newSession(c *conn, p process, logFile string) *Session {
-	return &Session{conn: c, proc: p, logFile: logFile}
+	s := &Session{conn: c, proc: p, logFile: logFile, exitCh: make(chan struct{})}
+	// criu's exit is watched from the start: a criu that dies while its
+	// children keep the socket's peer end open never sends EOF.
+	go func() { s.wait(); close(s.exitCh) }()
+	return s
 }
 
 // Pid is criu's pid.
@@ -153,7 +179,9 @@ func (s *Session) Pid() int { return s.proc.Pid() }
 // response, which it returns. h may be nil (every stage acknowledged, a pty
 // master refused). A handler's error is answered with notify_success=false
 // and the session reads on, so the error returned carries CRIU's reason too.
-// When ctx ends, criu is killed and Do returns ctx's error.
+// When ctx ends, criu is killed and Do returns ctx's error. A criu that
+// exits without answering, or that the watchdog stops (watchdog.go), is
+// killed with its tree and Do fails saying why.
 func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.CriuResp, error) {
 	if h == nil {
 		h = &Handlers{}
@@ -161,23 +189,68 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 	want := req.GetType()
 	logger := log.G(ctx).WithField("criu-request", want.String())
 
-	// A cancelled context must unblock the receive and the handlers; the
-	// handlers see ctx, the receive sees the deadline.
-	stop := context.AfterFunc(ctx, func() { s.conn.uc.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// Whatever ends the wait (ctx, criu's exit, the watchdog) unblocks the
+	// receive with a deadline in the past; the handlers see ctx.
+	wd := newWatchdog(s.limits, s.logFile, time.Now())
+	// Handlers see criu's end too: one that waits (the hold between
+	// Create and Start) must not wait for a criu that is gone.
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	watchStop := make(chan struct{})
+	watchDone := make(chan struct{})
+	var watchErr error // set before the deadline, read after recv fails
+	var watchMu sync.Mutex
+	unblock := func() { s.conn.uc.SetReadDeadline(time.Unix(1, 0)) }
+	go func() {
+		defer close(watchDone)
+		t := time.NewTicker(watchTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-watchStop:
+				return
+			case <-ctx.Done():
+				unblock()
+				return
+			case <-s.exitCh:
+				hcancel()
+				unblock()
+				return
+			case now := <-t.C:
+				s.snapshotTree()
+				if err := wd.check(now); err != nil {
+					watchMu.Lock()
+					watchErr = err
+					watchMu.Unlock()
+					hcancel()
+					unblock()
+					return
+				}
+			}
+		}
+	}()
+	defer func() { close(watchStop); <-watchDone }()
+	stopped := func() error {
+		watchMu.Lock()
+		defer watchMu.Unlock()
+		return watchErr
+	}
 
 	if err := s.conn.send(req); err != nil {
-		return nil, s.fail(ctx, &Error{Request: want.String(), Cause: err})
+		return nil, s.fail(ctx, &Error{Request: want.String(), Cause: peerGone(err)})
 	}
 	var failed *Error
 	for {
-		resp, files, err := s.conn.recv()
+		resp, files, err := s.recv()
 		if err != nil {
 			e := &Error{Request: want.String(), Cause: err}
 			if failed != nil {
 				e.Stage, e.Handler = failed.Stage, failed.Handler
 			}
-			if errors.Is(err, io.EOF) {
+			switch {
+			case stopped() != nil:
+				e.Cause = stopped()
+			case errors.Is(err, io.EOF), errors.Is(err, errExited):
 				e.Cause = nil
 			}
 			return nil, s.fail(ctx, e)
@@ -190,7 +263,9 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 				nlog = nlog.WithField("pid", n.Pid)
 			}
 			nlog.Debug("criu notification")
-			ans, herr := h.Notify(ctx, n)
+			wd.handler(true, time.Now())
+			ans, herr := h.Notify(hctx, n)
+			wd.handler(false, time.Now())
 			closeAll(n.files)
 			if ctx.Err() != nil {
 				// The caller gave up while the handler ran: criu goes now,
@@ -210,7 +285,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 				}
 			}
 			if err := s.conn.send(reply); err != nil {
-				e := &Error{Request: want.String(), Stage: stage, Handler: herr, Cause: err}
+				e := &Error{Request: want.String(), Stage: stage, Handler: herr, Cause: peerGone(err)}
 				return nil, s.fail(ctx, e)
 			}
 			continue
@@ -235,23 +310,67 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 				e.Stage, e.Handler = failed.Stage, failed.Handler
 			}
 			e.LogFile, e.LogLines = s.logFile, errorLines(s.logFile)
+			e.Space = lowSpace(s.logFile)
 			return resp, e
 		}
 		return resp, nil
 	}
 }
 
+// peerGone is nil for a send that failed because criu's end is closed:
+// criu is gone, and its exit says why.
+func peerGone(err error) error {
+	if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+		return nil
+	}
+	return err
+}
+
+// errExited: criu exited, and nothing it sent is left to read.
+var errExited = errors.New("criu exited")
+
+// recv receives the next message. Once criu has exited, the read deadline
+// is in the past; what criu sent before it exited is still in the socket
+// and is read without waiting.
+func (s *Session) recv() (*rpc.CriuResp, []*os.File, error) {
+	resp, files, err := s.conn.recv()
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return resp, files, err
+	}
+	select {
+	case <-s.exitCh:
+	default:
+		return nil, nil, err
+	}
+	resp, files, nerr := s.conn.recvNow()
+	if errors.Is(nerr, unix.EAGAIN) {
+		return nil, nil, errExited
+	}
+	return resp, files, nerr
+}
+
 // fail completes e with what criu's exit and log say, after making sure criu
-// is gone.
+// and its tree are gone.
 func (s *Session) fail(ctx context.Context, e *Error) error {
 	if ctx.Err() != nil {
 		e.Cause = fmt.Errorf("%w (criu killed)", ctx.Err())
 	}
+	// No other cause: criu ended by itself (EOF, a closed socket, or its
+	// exit seen), and how it ended is the news: it gets a moment to be
+	// reaped, so that our kill does not hide its own status.
+	e.Exited = e.Cause == nil
+	if e.Exited {
+		select {
+		case <-s.exitCh:
+		case <-time.After(time.Second):
+		}
+	}
 	s.kill()
 	s.mu.Lock()
-	e.ExitStatus, e.Exited = s.status, s.exited
+	e.ExitStatus, e.Signal = s.status.Status, s.status.Signal
 	s.mu.Unlock()
 	e.LogFile, e.LogLines = s.logFile, errorLines(s.logFile)
+	e.Space = lowSpace(s.logFile)
 	return e
 }
 
@@ -263,41 +382,71 @@ func (s *Session) Close() error {
 	s.mu.Lock()
 	finished := s.finished
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wait(); close(done) }()
 	select {
-	case <-done:
+	case <-s.exitCh:
 	case <-time.After(5 * time.Second):
-		s.proc.Kill()
-		<-done
+		s.kill()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if finished && s.waitErr == nil && s.status != 0 {
-		return fmt.Errorf("criu exited with status %d", s.status)
+	if finished && s.waitErr == nil && (s.status.Status != 0 || s.status.Signal != 0) {
+		return fmt.Errorf("criu %s", s.status)
 	}
 	return nil
 }
 
+// kill ends criu and every process of its tree (tree_linux.go), and waits
+// for criu.
 func (s *Session) kill() {
 	s.conn.Close()
-	s.proc.Kill()
-	s.wait()
+	s.mu.Lock()
+	tree := append(descendants(s.proc.Pid()), s.tree...)
+	s.mu.Unlock()
+	select {
+	case <-s.exitCh:
+	default:
+		s.proc.Kill()
+	}
+	tree = append(tree, siblingsRunning(s.binary, s.start)...)
+	hit := killTasks(tree)
+	<-s.exitCh
+	if len(hit) > 0 {
+		log.L.WithField("criu-pid", s.proc.Pid()).WithField("killed", len(hit)).Debug("killed criu's tree")
+		if s.ownReap {
+			reapOwn(hit)
+		}
+	}
+}
+
+// snapshotTree records criu's descendants while criu lives: once it died
+// they are reparented and can no longer be found from it.
+func (s *Session) snapshotTree() {
+	select {
+	case <-s.exitCh:
+		return
+	default:
+	}
+	if s.binary == "" {
+		return // a test's fake criu
+	}
+	tree := descendants(s.proc.Pid())
+	s.mu.Lock()
+	s.tree = tree
+	s.mu.Unlock()
 }
 
 func (s *Session) wait() {
+	st, err := s.proc.Wait()
 	s.mu.Lock()
-	if s.exited {
-		s.mu.Unlock()
-		return
-	}
+	s.exited, s.status, s.waitErr = true, st, err
 	s.mu.Unlock()
-	status, err := s.proc.Wait()
-	s.mu.Lock()
-	if !s.exited {
-		s.exited, s.status, s.waitErr = true, status, err
+}
+
+func (e exitInfo) String() string {
+	if e.Signal != 0 {
+		return fmt.Sprintf("was killed by signal %d (%s)", e.Signal, unix.SignalName(syscall.Signal(e.Signal)))
 	}
-	s.mu.Unlock()
+	return fmt.Sprintf("exited with status %d", e.Status)
 }
 
 type cmdProcess struct {
@@ -305,14 +454,28 @@ type cmdProcess struct {
 	ec   chan runc.Exit
 	mon  runc.ProcessMonitor
 	once sync.Once
-	st   int
+	st   exitInfo
 	err  error
 }
 
 func (p *cmdProcess) Pid() int    { return p.cmd.Process.Pid }
 func (p *cmdProcess) Kill() error { return p.cmd.Process.Kill() }
-func (p *cmdProcess) Wait() (int, error) {
-	p.once.Do(func() { p.st, p.err = p.mon.Wait(p.cmd, p.ec) })
+func (p *cmdProcess) Wait() (exitInfo, error) {
+	p.once.Do(func() {
+		status, err := p.mon.Wait(p.cmd, p.ec)
+		p.st, p.err = exitInfo{Status: status}, err
+		if ps := p.cmd.ProcessState; ps != nil {
+			// go-runc's own monitor waits through exec.Cmd: the status
+			// says whether a signal ended criu (ExitStatus alone is -1).
+			if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				p.st = exitInfo{Status: -1, Signal: int(ws.Signal())}
+			}
+		} else if status > 128 && status <= 128+64 {
+			// containerd's reaper reports a signal as 128+signal; criu
+			// itself exits with 0 or 1.
+			p.st.Signal = status - 128
+		}
+	})
 	return p.st, p.err
 }
 

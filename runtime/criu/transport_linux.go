@@ -100,9 +100,28 @@ func (c *conn) send(m marshaler) error {
 // Returned files are close-on-exec; on error none are returned (all closed).
 // io.EOF means the peer closed its end.
 func (c *conn) recvRaw() ([]byte, []*os.File, error) {
+	return c.recvWith(c.rc.Read)
+}
+
+// recvNow receives a message already queued, without waiting and whatever
+// the read deadline (unix.EAGAIN when there is none).
+func (c *conn) recvNow() (*rpc.CriuResp, []*os.File, error) {
+	b, files, err := c.recvWith(func(f func(fd uintptr) bool) error {
+		return c.rc.Control(func(fd uintptr) { f(fd) })
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.decode(b, files)
+}
+
+// recvWith receives through read: the netpoller's RawConn.Read, or a
+// single non-blocking try.
+func (c *conn) recvWith(read func(func(fd uintptr) bool) error) ([]byte, []*os.File, error) {
 	var size int
 	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
+	err := read(func(fd uintptr) bool {
+		size, _, rerr = unix.Recvfrom(int(fd), nil, unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT)
 		size, _, rerr = unix.Recvfrom(int(fd), nil, unix.MSG_PEEK|unix.MSG_TRUNC)
 		return rerr != unix.EAGAIN
 	})
@@ -123,8 +142,8 @@ func (c *conn) recvRaw() ([]byte, []*os.File, error) {
 	buf := make([]byte, size)
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
 	var n, oobn, flags int
-	err = c.rc.Read(func(fd uintptr) bool {
-		n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+	err = read(func(fd uintptr) bool {
+		n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
 		return rerr != unix.EAGAIN
 	})
 	if err == nil {
@@ -154,6 +173,10 @@ func (c *conn) recv() (*rpc.CriuResp, []*os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return c.decode(b, files)
+}
+
+func (c *conn) decode(b []byte, files []*os.File) (*rpc.CriuResp, []*os.File, error) {
 	resp := &rpc.CriuResp{}
 	if err := resp.UnmarshalVT(b); err != nil {
 		closeAll(files)

@@ -188,7 +188,12 @@ func ReadMetadata(dir *os.File) (*Metadata, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", dir.Name(), err)
 	}
-	return ParseMetadata(data)
+	m, err := ParseMetadata(data)
+	if err != nil {
+		// The file's name alone does not say which checkpoint is bad.
+		return nil, fmt.Errorf("image %s: %w", dir.Name(), err)
+	}
+	return m, nil
 }
 
 // ReadMetadataPath is ReadMetadata for a dir given by path.

@@ -277,6 +277,13 @@ func (m manager) Stop(ctx context.Context, id string) (cdshim.StopStatus, error)
 		}
 		rc = runtimeConfigOf(ns, &options.Options{})
 	}
+	// A shim killed in a restore leaves criu's tasks, mounts and cgroups
+	// that runc knows nothing of (runtime/container/leftover.go).
+	if RemoveLeftover != nil {
+		if err := RemoveLeftover(ctx, rc.Root, id); err != nil {
+			log.G(ctx).WithError(err).Warn("remove what the dead shim's restore left")
+		}
+	}
 	if err := deleteContainer(ctx, rc.newRunc(bundle), id, true); err != nil {
 		log.G(ctx).WithError(err).Warn("delete the runc container")
 	}

@@ -41,6 +41,7 @@ func fakeService(t *testing.T) *service {
 	s := &service{
 		ctx: context.Background(), events: make(chan any, 64),
 		ec: make(chan runc.Exit), running: map[int]*process{}, watches: map[*exitWatch]struct{}{},
+		containers: map[string]*container{}, creating: map[string]struct{}{},
 	}
 	go s.processExits()
 	t.Cleanup(func() { close(s.ec) })

@@ -1,0 +1,153 @@
+package criu
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A restore's criu forks the restored tree, and the tree's first tasks run
+// criu's code until the restorer takes over. Killing criu alone leaves them:
+// they hold the RPC socket's peer end (so no EOF ever comes) and spin or
+// wait for criu's next stage forever. ckpt therefore kills criu's whole
+// tree. Which processes are that tree:
+//   - criu's descendants, through /proc/PID/task/TID/children, while criu
+//     lives; the watchdog keeps the last list it saw (checked by start
+//     time), since they are reparented once criu died;
+//   - with rst_sibling, the restored root is forked with CLONE_PARENT and
+//     is our child, not criu's: our children started no earlier than criu
+//     whose executable is criu's binary. Once the restorer has switched the
+//     root to the restored program, its pid is known to the caller (at
+//     setup-namespaces) and the caller kills it; it is the restored pid
+//     namespace's init, so the kernel kills the rest of the namespace.
+
+// task is a process identified by pid and start time, so that a pid
+// reused since is never signalled.
+type task struct {
+	pid   int
+	start uint64
+}
+
+// startTime is field 22 of /proc/PID/stat (clock ticks since boot).
+func startTime(pid int) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// comm may hold spaces and parentheses: fields start after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	return v, err == nil
+}
+
+// children lists the children of every thread of pid.
+func children(pid int) []int {
+	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, t := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// descendants returns pid's descendants (not pid), depth first, bounded.
+func descendants(pid int) []task {
+	var out []task
+	seen := map[int]bool{pid: true}
+	stack := children(pid)
+	for len(stack) > 0 && len(out) < 4096 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		if st, ok := startTime(p); ok {
+			out = append(out, task{p, st})
+			stack = append(stack, children(p)...)
+		}
+	}
+	return out
+}
+
+// siblingsRunning returns our children started no earlier than criu
+// (start time since) that run criu's binary: the root of a restored tree
+// forked with rst_sibling, before the restorer replaced criu's code.
+func siblingsRunning(binary string, since uint64) []task {
+	var out []task
+	if binary == "" {
+		return nil
+	}
+	// /proc/PID/exe is the binary's real path.
+	if real, err := filepath.EvalSymlinks(binary); err == nil {
+		binary = real
+	}
+	for _, c := range children(os.Getpid()) {
+		st, ok := startTime(c)
+		if !ok || st < since {
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + strconv.Itoa(c) + "/exe")
+		if err != nil || strings.TrimSuffix(exe, " (deleted)") != binary {
+			continue
+		}
+		out = append(out, task{c, st})
+	}
+	return out
+}
+
+// killTasks sends SIGKILL to each task still alive with the same start
+// time. It returns those it signalled.
+func killTasks(tasks []task) []task {
+	var hit []task
+	for _, t := range tasks {
+		if st, ok := startTime(t.pid); ok && st == t.start {
+			if unix.Kill(t.pid, unix.SIGKILL) == nil {
+				hit = append(hit, t)
+			}
+		}
+	}
+	return hit
+}
+
+// reapOwn collects the tasks among hit that are our children: without a
+// reaper in this process (the CLI) nobody else would. Bounded: a task in
+// uninterruptible sleep may take a moment to die.
+func reapOwn(hit []task) {
+	deadline := time.Now().Add(2 * time.Second)
+	for _, t := range hit {
+		for {
+			var ws unix.WaitStatus
+			got, err := unix.Wait4(t.pid, &ws, unix.WNOHANG, nil)
+			if got == t.pid || err != nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
