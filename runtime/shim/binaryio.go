@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 )
 
@@ -92,15 +93,17 @@ func (b *binaryLogger) start(ctx context.Context, stdout, stderr *os.File) error
 	cmd.ExtraFiles = files
 	// Its own process group: a signal to the shim's group is not its.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = cmd.Start()
+	// Started and waited through the shim's reaper, which reaps every
+	// child of the shim: cmd.Wait would find none.
+	ec, err := runc.Monitor.Start(cmd)
 	readyW.Close()
 	if err != nil {
 		return fmt.Errorf("start the logging binary %s: %w", b.path, err)
 	}
 	b.cmd, b.done = cmd, make(chan struct{})
 	go func() {
-		if err := cmd.Wait(); err != nil {
-			log.G(ctx).WithError(err).WithField("logger", b.path).Warn("the logging binary failed")
+		if status, err := runc.Monitor.Wait(cmd, ec); err != nil || status != 0 {
+			log.G(ctx).WithError(err).WithField("logger", b.path).WithField("status", status).Warn("the logging binary failed")
 		}
 		close(b.done)
 	}()

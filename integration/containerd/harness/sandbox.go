@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -90,8 +91,13 @@ func NewSandbox(name string, binds ...Bind) (_ *Sandbox, retErr error) {
 
 // Command runs argv in the sandbox's network and mount namespaces.
 func (s *Sandbox) Command(argv ...string) *exec.Cmd {
+	return s.CommandContext(context.Background(), argv...)
+}
+
+// CommandContext is Command, killed when ctx is done.
+func (s *Sandbox) CommandContext(ctx context.Context, argv ...string) *exec.Cmd {
 	args := append([]string{"--target", strconv.Itoa(s.keeper.Process.Pid), "--mount", "--net", "--"}, argv...)
-	return exec.Command("nsenter", args...)
+	return exec.CommandContext(ctx, "nsenter", args...)
 }
 
 // Close ends the keeper and deletes the netns. Processes still in the
