@@ -332,4 +332,3 @@ func heldAddresses(e *env) []string {
 	}
 	return held
 }
-
