@@ -3,7 +3,7 @@ package shim
 import (
 	"fmt"
 
-		"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -94,4 +94,3 @@ func walkFields(data []byte, fn func(protowire.Number, protowire.Type, []byte) e
 	}
 	return nil
 }
-
