@@ -52,9 +52,11 @@ func TestCrictlCheckpointRestore(t *testing.T) {
 	if _, err := c.run(ctx, "checkpoint", "--export="+archive, id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := waitCounts(origLog, 0, 1, before+10, 30*time.Second); err != nil {
+	counts, err = waitCounts(origLog, 0, 1, before+10, 30*time.Second)
+	if err != nil {
 		t.Fatalf("the counter stopped after crictl checkpoint (kubelet expects it to run on): %v", err)
 	}
+	after := last(counts)
 	entries, err := readArchive(archive)
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +75,8 @@ func TestCrictlCheckpointRestore(t *testing.T) {
 		}
 		// The image is the archive's path, which 2.4 takes for an image
 		// reference: the error names it.
-		if !strings.Contains(err.Error(), archive) {
-			t.Errorf("the failed restore on containerd %s does not name the archive: %v", e.version, err)
+		if !strings.Contains(err.Error(), archive) || !strings.Contains(err.Error(), "code = NotFound") {
+			t.Errorf("the failed restore on containerd %s is not a NotFound naming the archive: %v", e.version, err)
 		}
 		t.Logf("containerd %s: crictl create with a checkpoint archive fails as it should: %v", e.version, err)
 		c.noContainers(t, ctx, restored.id)
@@ -92,8 +94,8 @@ func TestCrictlCheckpointRestore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the restored counter: %v", err)
 	}
-	if got[0] <= before {
-		t.Errorf("the restored counter starts at %d; the checkpoint was taken after %d", got[0], before)
+	if got[0] <= before || got[0] > after {
+		t.Errorf("the restored counter starts at %d; the checkpoint was taken between %d and %d", got[0], before, after)
 	}
 	for i := 1; i < len(got); i++ {
 		if got[i] != got[i-1]+1 {
