@@ -73,10 +73,10 @@ func majorMinor(v string) (int, int, bool) {
 
 // criConfig is what of containerd's config decides the CRI paths.
 type criConfig struct {
-	disabled     bool     // the CRI plugin is in disabled_plugins
-	handlers     []string // runtime handlers of ckpt's type
-	criu         bool     // enable_criu
-	restoreKnob  bool     // enable_experimental_restore_via_create
+	disabled    bool     // the CRI plugin is in disabled_plugins
+	handlers    []string // runtime handlers of ckpt's type
+	criu        bool     // enable_criu
+	restoreKnob bool     // enable_experimental_restore_via_create
 }
 
 // containerdItems is ContainerdCheck once the version and config are
