@@ -78,3 +78,19 @@ func (d *Daemon) ContainerdVersion(ctx context.Context) (Version, error) {
 	}
 	return ParseVersion(v.Version)
 }
+
+// CtrBin is the ctr of the containerd under test: beside
+// $CKPT_CONTAINERD_BIN when that has one, else ctr on PATH.
+func CtrBin() string {
+	if b := os.Getenv(ContainerdBinEnv); b != "" {
+		if p := filepath.Join(filepath.Dir(b), "ctr"); isExecutable(p) {
+			return p
+		}
+	}
+	return "ctr"
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
