@@ -43,7 +43,7 @@ func check(t *testing.T, sc scenario, o *outcome) {
 	if err := o.continues(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("checkpointed after count %d (last before the stop: %d); restored: %v", o.before, o.after, o.restored)
+	t.Logf("checkpointed between counts %d and %d; restored: %v", o.before, o.after, o.restored)
 	wantEth0 := 1
 	if sc.net == "none" {
 		wantEth0 = 0

@@ -56,7 +56,7 @@ type outcome struct {
 	// been taken.
 	runningAfter bool
 	// before is the last count logged before the checkpoint; after, the
-	// last one logged before the container stopped.
+	// last one logged once checkpoint create returned.
 	before, after int
 	// networkReleased: once stopped, no veth was left in the sandbox and
 	// the address did not answer (the poststop hook ran).
@@ -134,9 +134,14 @@ func run(t *testing.T, e *env, ctx context.Context, rt string, sc scenario) *out
 	if _, o.checkpointErr = e.nerdctl(ctx, append(cargs, name, cp)...); o.checkpointErr != nil {
 		return o
 	}
+	// The dump was taken before checkpoint create returned: no count
+	// logged by now can come after it.
+	if all, _ := logLines(ctx, e, name); len(all) > 0 {
+		o.after = all[len(all)-1].n
+	}
 	o.runningAfter = status(ctx, e, name) == "running"
 	if o.runningAfter {
-		if lines, err = waitLines(ctx, e, name, 0, 1, o.before+10); err != nil {
+		if _, err = waitLines(ctx, e, name, 0, 1, o.after+10); err != nil {
 			o.checkpointErr = fmt.Errorf("running after the checkpoint, but not counting: %w", err)
 			return o
 		}
@@ -146,9 +151,6 @@ func run(t *testing.T, e *env, ctx context.Context, rt string, sc scenario) *out
 		}
 	}
 	all, _ := logLines(ctx, e, name)
-	if len(all) > 0 {
-		o.after = all[len(all)-1].n
-	}
 	if sc.net == "" {
 		o.networkReleased = released(ctx, e, o.ip)
 	}
