@@ -86,6 +86,9 @@ func startEngine(t *testing.T, version, bin, shimDir string) *engine {
 	if err := e.waitContainerd(); err != nil {
 		t.Fatal(err)
 	}
+	if v, err := e.ctrd.Version(context.Background()); err == nil {
+		t.Logf("Docker %s on containerd %s", version, v.Version)
+	}
 	e.dockerd = e.spawn("dockerd", bin+":"+path, filepath.Join(bin, "dockerd"),
 		"--config-file", filepath.Join(dir, "daemon.json"),
 		"--data-root", e.dataRoot(),
