@@ -6,6 +6,10 @@ PKGS    := ./...
 # Integration tests restore processes at their original pids and share
 # runc, containerd and iptables state: one package at a time.
 INTEGRATION := ./integration/...
+# The second containerd of the matrix (scripts/setup-clients.sh): the
+# Go client, ctr, CRI and Docker suites run again on it.
+CONTAINERD_2_4 ?= /opt/ckpt-containerd/v2.4.2/bin/containerd
+INTEGRATION_2_4 := ./integration/containerd/ ./integration/cri/ ./integration/docker/
 
 .PHONY: all build setup test test-in-container unit integration demo bench lint clean install
 
@@ -29,6 +33,7 @@ unit:
 
 integration: build
 	$(GO) test -count=1 -p 1 -timeout 30m -v $(INTEGRATION) 2>&1 | tee /tmp/ckpt-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'; exit $${PIPESTATUS[0]}
+	CKPT_CONTAINERD_BIN=$(CONTAINERD_2_4) $(GO) test -count=1 -p 1 -timeout 30m -v $(INTEGRATION_2_4) 2>&1 | tee /tmp/ckpt-integration-2.4.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'; exit $${PIPESTATUS[0]}
 
 test: lint unit integration
 

@@ -11,6 +11,7 @@
 #   - containerd 2.x and ctr, at CONTAINERD_VERSION
 #   - staticcheck, for make lint
 #   - Docker 28 and 26 next to the host's packages (scripts/setup-docker.sh)
+#   - nerdctl, CNI plugins, crictl and containerd 2.4 (scripts/setup-clients.sh)
 # Everything lands in /usr/local; build caches live in $CKPT_CACHE.
 set -euo pipefail
 
@@ -120,5 +121,8 @@ log "$(/usr/local/bin/staticcheck -version) at /usr/local/bin/staticcheck"
 
 # --- Docker 28 and 26, for integration/docker --------------------------------
 bash "$top/scripts/setup-docker.sh"
+
+# --- nerdctl, CNI plugins, crictl, containerd 2.4 -----------------------------
+bash "$top/scripts/setup-clients.sh"
 
 log "done"

@@ -204,7 +204,7 @@ fi
 # Keyed on what setup.sh installs: the script, go.mod's runc, containerd's
 # version and the rootfs. setup.sh runs again before every test run anyway
 # (it is idempotent), so a stale image only costs time.
-key=$( { cat "$top/scripts/setup.sh"; grep 'opencontainers/runc ' "$top/go.mod" || true; echo "${CONTAINERD_VERSION:-}" "$stamp"; } | sha256sum | cut -c1-12)
+key=$( { cat "$top/scripts/setup.sh" "$top/scripts/setup-clients.sh"; grep 'opencontainers/runc ' "$top/go.mod" || true; echo "${CONTAINERD_VERSION:-}" "$stamp"; } | sha256sum | cut -c1-12)
 IMAGE=localhost/ckpt-test:$SUITE-$key
 if ! pm image exists "$IMAGE"; then
   log "preparing $IMAGE: scripts/setup.sh inside (apt, CRIU build, runc, containerd)"

@@ -14,9 +14,15 @@ func init() {
 	commands = append(commands, &cli.Command{
 		Name:  "check",
 		Usage: "say whether this host can checkpoint and restore containers, and why not",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}},
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			&cli.StringFlag{Name: "containerd", Value: "containerd", Usage: "containerd binary whose version decides which clients' paths work"},
+			&cli.StringFlag{Name: "containerd-config", Value: host.DefaultContainerdConfig, Usage: "containerd config to check ckpt's CRI runtime handler in"},
+		},
 		Action: func(c *cli.Context) error {
 			r := host.Check(c.Context, c.String("criu"))
+			// Optional items: they say which client path cannot work.
+			r.Items = append(r.Items, host.ContainerdCheck(c.Context, c.String("containerd"), c.String("containerd-config"))...)
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")

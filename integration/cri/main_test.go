@@ -33,7 +33,13 @@ type criEnv struct {
 	conn    *grpc.ClientConn
 	runtime runtime.RuntimeServiceClient
 	images  runtime.ImageServiceClient
+	// version is the containerd under test (harness.ContainerdBinEnv).
+	version harness.Version
 }
+
+// restoreViaCreate reports whether the containerd under test restores a
+// checkpoint through CreateContainer: 2.4 removed it (containerd #13871).
+func restoreViaCreate(e *criEnv) bool { return !e.version.AtLeast(2, 4) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -85,6 +91,9 @@ func startCRI(ctx context.Context, rootfs string) (*criEnv, error) {
 		return nil, err
 	}
 	e := &criEnv{d: d}
+	if e.version, err = d.ContainerdVersion(ctx); err != nil {
+		return e, err
+	}
 	if e.conn, err = grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return e, fmt.Errorf("CRI client: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/integration/containerd/harness"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/leases"
 )
@@ -77,9 +78,16 @@ func startEngine(t *testing.T, version, bin, shimDir string) *engine {
 		t.Fatal(err)
 	}
 	path := fmt.Sprintf("%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", shimDir)
+	if b := os.Getenv(harness.ContainerdBinEnv); b != "" {
+		// The containerd under test, with its runc shim (the matrix).
+		path = shimDir + ":" + filepath.Dir(b) + path[len(shimDir):]
+	}
 	e.containerd = e.spawn("containerd", path, "containerd", "--config", filepath.Join(dir, "containerd.toml"))
 	if err := e.waitContainerd(); err != nil {
 		t.Fatal(err)
+	}
+	if v, err := e.ctrd.Version(context.Background()); err == nil {
+		t.Logf("Docker %s on containerd %s", version, v.Version)
 	}
 	e.dockerd = e.spawn("dockerd", bin+":"+path, filepath.Join(bin, "dockerd"),
 		"--config-file", filepath.Join(dir, "daemon.json"),

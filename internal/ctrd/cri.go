@@ -20,7 +20,14 @@ import (
 type Option func(*settings)
 
 type settings struct {
-	cri bool
+	cri     bool
+	sandbox *Sandbox
+}
+
+// WithSandbox runs containerd (and so its shims and their hooks) in the
+// sandbox's network and mount namespaces.
+func WithSandbox(s *Sandbox) Option {
+	return func(set *settings) { set.sandbox = s }
 }
 
 // WithCRI turns containerd's CRI plugin on, for tests that talk CRI on the

@@ -85,9 +85,13 @@ func Start(ctx context.Context, rootfs string, opts ...Option) (_ *Daemon, retEr
 	if d.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command("containerd", "--config", cfg)
+	if set.sandbox != nil {
+		d.cmd = set.sandbox.Command(ContainerdBin(), "--config", cfg)
+	} else {
+		d.cmd = exec.Command(ContainerdBin(), "--config", cfg)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.Env = append(withPath(os.Environ(), bin), "XDG_RUNTIME_DIR="+filepath.Join(dir, "xdg"))
+	d.cmd.Env = append(containerdPath(os.Environ(), bin), "XDG_RUNTIME_DIR="+filepath.Join(dir, "xdg"))
 	// containerd must not outlive a killed test binary.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := os.MkdirAll(filepath.Join(dir, "xdg"), 0o700); err != nil {

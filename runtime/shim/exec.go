@@ -40,7 +40,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	}
 	// The IO exists from here on, so that a ResizePty before Start is kept
 	// for the terminal; Delete closes it.
-	if p.io, err = newProcIO(s.ctx, p.stdio, c.ioUID, c.ioGID); err != nil {
+	if p.io, err = newProcIO(s.ctx, p.stdio, c.ioUID, c.ioGID, c.id); err != nil {
 		c.emu.Unlock()
 		return nil, toGRPC(fmt.Errorf("exec %q: %w", r.ExecID, err))
 	}

@@ -28,6 +28,7 @@ type procIO struct {
 	stdio   stdio.Stdio
 	pipes   *pipes           // no terminal: the process's pipes; nil without stdio
 	console *console.Console // terminal only
+	logger  *binaryLogger    // binary:// stdio: reads the pipes instead of the shim
 
 	mu      sync.Mutex
 	stdin   *console.Input // the stdin FIFO of a process with pipes
@@ -37,7 +38,7 @@ type procIO struct {
 // newProcIO makes the pipes, or the console, for a process; uid and gid own
 // the pipes' container ends (containerd's IoUid/IoGid for user namespaces).
 // ctx carries the logger of the copies, which outlive the request.
-func newProcIO(ctx context.Context, sio stdio.Stdio, uid, gid int) (*procIO, error) {
+func newProcIO(ctx context.Context, sio stdio.Stdio, uid, gid int, id string) (*procIO, error) {
 	p := &procIO{ctx: ctx, stdio: sio}
 	if sio.Stdout != "" {
 		u, err := url.Parse(sio.Stdout)
@@ -49,8 +50,17 @@ func newProcIO(ctx context.Context, sio stdio.Stdio, uid, gid int) (*procIO, err
 		case "file":
 			// One file takes both streams, as the runc shim does.
 			p.stdio.Stdout, p.stdio.Stderr = u.Path, u.Path
+		case "binary":
+			if sio.Terminal {
+				return nil, fmt.Errorf("a terminal with binary:// stdio: %w", errdefs.ErrNotImplemented)
+			}
+			if p.logger, err = newBinaryLogger(ctx, u, id); err != nil {
+				return nil, err
+			}
+			// The logger reads both streams; there is no stdin.
+			p.stdio.Stdin = ""
 		default:
-			return nil, fmt.Errorf("stdio scheme %q (only FIFOs and file:// are supported): %w", u.Scheme, errdefs.ErrNotImplemented)
+			return nil, fmt.Errorf("stdio scheme %q (only FIFOs, file:// and binary:// are supported): %w", u.Scheme, errdefs.ErrNotImplemented)
 		}
 	}
 	if sio.Terminal {
@@ -113,6 +123,17 @@ func (p *procIO) childFiles() [3]*os.File {
 func (p *procIO) start() error {
 	if p.pipes == nil {
 		return nil
+	}
+	if p.logger != nil {
+		// The logger has its own copies; the shim keeps none.
+		err := p.logger.start(p.ctx, p.pipes.parent[1], p.pipes.parent[2])
+		for i := 1; i < 3; i++ {
+			if p.pipes.parent[i] != nil {
+				p.pipes.parent[i].Close()
+				p.pipes.parent[i] = nil
+			}
+		}
+		return err
 	}
 	var shared *sharedWriter
 	if p.stdio.Stdout != "" && p.stdio.Stdout == p.stdio.Stderr && p.pipes.parent[1] != nil && p.pipes.parent[2] != nil {
@@ -228,6 +249,9 @@ func (p *procIO) closeStdin() {
 // wait returns when the process's output has been copied.
 func (p *procIO) wait() {
 	p.outputs.Wait()
+	if p.logger != nil {
+		p.logger.wait()
+	}
 	if p.console != nil {
 		p.console.Wait()
 	}
@@ -248,6 +272,9 @@ func (p *procIO) close() {
 	p.mu.Unlock()
 	if p.pipes != nil {
 		p.pipes.Close()
+	}
+	if p.logger != nil {
+		p.logger.kill()
 	}
 }
 

@@ -77,7 +77,7 @@ func TestProcIOFifos(t *testing.T) {
 	clientOut := clientReader(t, out)
 	defer clientOut.Close()
 
-	pio, err := newProcIO(context.Background(), stdio.Stdio{Stdin: in, Stdout: out}, os.Getuid(), os.Getgid())
+	pio, err := newProcIO(context.Background(), stdio.Stdio{Stdin: in, Stdout: out}, os.Getuid(), os.Getgid(), "c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestProcIOFifos(t *testing.T) {
 func TestProcIODetachedClient(t *testing.T) {
 	out := fifos(t, "stdout")[0]
 	client := clientReader(t, out)
-	pio, err := newProcIO(context.Background(), stdio.Stdio{Stdout: out}, os.Getuid(), os.Getgid())
+	pio, err := newProcIO(context.Background(), stdio.Stdio{Stdout: out}, os.Getuid(), os.Getgid(), "c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestProcIOTerminal(t *testing.T) {
 	defer clientOut.Close()
 	p := newProcess(nil, "e1", stdio.Stdio{Stdin: paths[0], Stdout: paths[1], Terminal: true})
 	var err error
-	if p.io, err = newProcIO(context.Background(), p.stdio, os.Getuid(), os.Getgid()); err != nil {
+	if p.io, err = newProcIO(context.Background(), p.stdio, os.Getuid(), os.Getgid(), "c1"); err != nil {
 		t.Fatal(err)
 	}
 	defer p.io.close()
@@ -286,7 +286,7 @@ func TestTakeRestoredMaster(t *testing.T) {
 				masters[i], slaves[i] = m, s
 				defer s.Close()
 			}
-			pio, err := newProcIO(context.Background(), stdio.Stdio{Terminal: true}, 0, 0)
+			pio, err := newProcIO(context.Background(), stdio.Stdio{Terminal: true}, 0, 0, "c1")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -81,7 +81,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	p := newProcess(c, "", stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal})
 	c.init = p
-	if p.io, err = newProcIO(s.ctx, p.stdio, c.ioUID, c.ioGID); err != nil {
+	if p.io, err = newProcIO(s.ctx, p.stdio, c.ioUID, c.ioGID, c.id); err != nil {
 		return nil, toGRPC(err)
 	}
 	defer func() {

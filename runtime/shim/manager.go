@@ -166,7 +166,13 @@ func (m manager) Start(ctx context.Context, id string, opts cdshim.StartOpts) (_
 
 	// containerd hands the runtime options to "start" on stdin.
 	var shimCgroup string
-	if ropts, err := cdshim.ReadRuntimeOptions[*options.Options](os.Stdin); err == nil && ropts != nil {
+	stdin, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return params, fmt.Errorf("read start's stdin: %w", err)
+	}
+	// Unreadable options were ignored before containerd 2.4 too: the
+	// shim then stays where it was started.
+	if ropts, err := startRuntimeOptions(stdin); err == nil && ropts != nil {
 		shimCgroup = ropts.ShimCgroup
 	}
 

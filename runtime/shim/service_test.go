@@ -136,7 +136,7 @@ func TestInitExitLast(t *testing.T) {
 func TestProcIO(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.log")
-	pio, err := newProcIO(context.Background(), stdio.Stdio{Stdout: "file://" + out}, os.Getuid(), os.Getgid())
+	pio, err := newProcIO(context.Background(), stdio.Stdio{Stdout: "file://" + out}, os.Getuid(), os.Getgid(), "c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +156,8 @@ func TestProcIO(t *testing.T) {
 		t.Fatalf("file got %q", data)
 	}
 
-	if _, err := newProcIO(context.Background(), stdio.Stdio{Stdout: "binary:///bin/logger"}, 0, 0); !errdefs.IsNotImplemented(err) {
-		t.Fatalf("binary:// stdio: %v; want not implemented", err)
+	if _, err := newProcIO(context.Background(), stdio.Stdio{Stdout: "tcp://127.0.0.1:1"}, 0, 0, "c1"); !errdefs.IsNotImplemented(err) {
+		t.Fatalf("tcp:// stdio: %v; want not implemented", err)
 	}
 }
 

@@ -11,6 +11,12 @@ type (
 	Daemon = ctrd.Daemon
 	// Option configures Start.
 	Option = ctrd.Option
+	// Sandbox is a network and mount namespace of the test's own.
+	Sandbox = ctrd.Sandbox
+	// Bind is a bind mount into a Sandbox.
+	Bind = ctrd.Bind
+	// Version is a containerd version.
+	Version = ctrd.Version
 )
 
 const (
@@ -21,12 +27,18 @@ const (
 	RuncHandler           = ctrd.RuncHandler
 	PauseImageName        = ctrd.PauseImageName
 	CheckpointAnnotations = ctrd.CheckpointAnnotations
+	ContainerdBinEnv      = ctrd.ContainerdBinEnv
 )
 
 var (
-	Start        = ctrd.Start
-	WithCRI      = ctrd.WithCRI
-	Shims        = ctrd.Shims
-	UnmountUnder = ctrd.UnmountUnder
-	LayerTar     = ctrd.LayerTar
+	Start         = ctrd.Start
+	WithCRI       = ctrd.WithCRI
+	Shims         = ctrd.Shims
+	UnmountUnder  = ctrd.UnmountUnder
+	LayerTar      = ctrd.LayerTar
+	WithSandbox   = ctrd.WithSandbox
+	NewSandbox    = ctrd.NewSandbox
+	ContainerdBin = ctrd.ContainerdBin
+	CtrBin        = ctrd.CtrBin
+	ParseVersion  = ctrd.ParseVersion
 )
