@@ -203,7 +203,7 @@ func removeContainer(ctx context.Context, c client.Container) {
 
 // lines keeps a counter's first and last numbers, not its whole output.
 type lines struct {
-	mu          sync.Mutex
+	mu            sync.Mutex
 	n             int
 	firstN, lastN int
 	partial       string
