@@ -199,7 +199,12 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 	}
 	work := workDir(c.bundle, opts.CriuWorkPath)
 	c.criuWork = work
-	c.ctrdCheckpoint = ctrdCheckpointDir(checkpoint, opts, os.Getenv)
+	if c.ctrdCheckpoint = ctrdCheckpointDir(checkpoint, opts, os.Getenv); c.ctrdCheckpoint != "" {
+		// For `shim delete`, should this shim die before it removes it.
+		if err := os.WriteFile(filepath.Join(c.bundle, ctrdCheckpointFile), []byte(c.ctrdCheckpoint), 0o600); err != nil {
+			log.G(ctx).WithError(err).Warn("record containerd's checkpoint temp dir")
+		}
+	}
 	req := RestoreRequest{
 		Root: c.runc.Root, ID: c.id, Runc: c.runc.Command, Bundle: c.bundle,
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
