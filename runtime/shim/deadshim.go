@@ -213,4 +213,3 @@ func removeCgroupDir(dir string, grace time.Duration) error {
 	}
 	return nil
 }
-
