@@ -34,8 +34,8 @@ const deadShimGrace = time.Second
 // mounts (criu-root, recreated tmpfs) in runc's state dir and the dir
 // itself, CRIU's work dir mounts in the bundle, and containerd's temp copy
 // of the checkpoint. It is `shim delete`'s (manager.Stop) second step,
-// after runc delete; a container runc deleted has no state dir left and
-// nothing is done.
+// after runc delete; a container runc deleted has no state dir left, and
+// one whose state.json is there is runc's: nothing is done to either.
 func cleanupDeadRestore(ctx context.Context, bundle, id string, rc runtimeConfig) {
 	logger := log.G(ctx).WithField("id", id)
 	dropRecordedCheckpoint(ctx, bundle)
@@ -44,6 +44,10 @@ func cleanupDeadRestore(ctx context.Context, bundle, id string, rc runtimeConfig
 	}
 	stateDir := filepath.Join(rc.Root, id)
 	if _, err := os.Stat(stateDir); err != nil {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "state.json")); err == nil {
+		// runc's container, which runc delete failed to remove (logged).
 		return
 	}
 	logger.Info("cleaning up a restore the shim did not finish")
