@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -27,11 +28,11 @@ type Sample struct {
 	// Mounts under the daemon's dir (bundles, rootfs, CRIU's work dirs)
 	// and under runc's state root (CRIU's criu-root, recreated tmpfs).
 	Mounts int
-	// HostMounts is every mount of the host's mount namespace (shown
+	// HostMounts is every mount of containerd's mount namespace (shown
 	// only: other programs mount too).
 	HostMounts int
-	// Cgroups is the number of cgroup directories below the daemon's
-	// namespace in every hierarchy.
+	// Cgroups is the number of cgroup directories below the containers'
+	// cgroup parent in every hierarchy.
 	Cgroups int
 	// Shims is the number of shim processes serving the daemon.
 	Shims int
@@ -85,13 +86,40 @@ func (s Sample) String() string {
 	return b.String()
 }
 
+// Target says where a containerd keeps what Measure counts.
+type Target struct {
+	// Dir holds containerd's root, state and sockets; Address is its
+	// gRPC socket, which names the shims serving it.
+	Dir, Address string
+	// RuncRoot is the shim's runc state root of the namespace.
+	RuncRoot string
+	// CgroupParent is the cgroup (below each hierarchy's root) that holds
+	// the containers' cgroups.
+	CgroupParent string
+	// TempDir is containerd's XDG_RUNTIME_DIR.
+	TempDir string
+	// Daemons are containerd's pid and any other daemon's (dockerd)
+	// whose descriptors and memory count; Daemons[0] is containerd, whose
+	// mount namespace is the one looked at.
+	Daemons []int
+}
+
+// TargetOf is the target of a harness daemon.
+func TargetOf(d *harness.Daemon) Target {
+	return Target{Dir: d.Dir, Address: d.Address, RuncRoot: d.RuncRoot, CgroupParent: d.Namespace,
+		TempDir: d.XDGRuntimeDir(), Daemons: []int{d.Pid()}}
+}
+
 // Measure samples the host for the daemon d.
-func Measure(d *harness.Daemon) Sample {
+func Measure(d *harness.Daemon) Sample { return MeasureTarget(TargetOf(d)) }
+
+// MeasureTarget samples the host for the target.
+func MeasureTarget(tg Target) Sample {
 	var s Sample
-	s.Mounts, s.HostMounts = mounts(d.Dir, d.RuncRoot)
-	s.Cgroups = cgroups(d.Namespace)
-	pids := []int{d.Pid()}
-	shims := harness.Shims(d.Address)
+	s.Mounts, s.HostMounts = mounts(fmt.Sprintf("/proc/%d/mountinfo", tg.Daemons[0]), tg.Dir, tg.RuncRoot)
+	s.Cgroups = cgroups(tg.CgroupParent)
+	pids := slices.Clone(tg.Daemons)
+	shims := harness.Shims(tg.Address)
 	s.Shims = len(shims)
 	for _, pid := range shims {
 		pids = append(pids, pid)
@@ -103,15 +131,16 @@ func Measure(d *harness.Daemon) Sample {
 		s.PSSKiB += pss
 	}
 	s.RunCkpt = files("/run/ckpt")
-	s.RuncState = files(d.RuncRoot)
-	dirs, _ := filepath.Glob(filepath.Join(d.XDGRuntimeDir(), "ctrd-checkpoint*"))
+	s.RuncState = files(tg.RuncRoot)
+	dirs, _ := filepath.Glob(filepath.Join(tg.TempDir, "ctrd-checkpoint*"))
 	s.CtrdCheckpoint = len(dirs)
 	return s
 }
 
-// mounts counts the mounts below any of dirs, and all of them.
-func mounts(dirs ...string) (ours, all int) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+// mounts counts the mounts of a mountinfo file below any of dirs, and
+// all of them.
+func mounts(mountinfo string, dirs ...string) (ours, all int) {
+	data, err := os.ReadFile(mountinfo)
 	if err != nil {
 		return -1, -1
 	}
