@@ -57,6 +57,12 @@ bench: build
 bench-pods: build
 	$(GO) run ./bench -pods 10 -out results
 
+# 1,000 checkpoint/restore cycles through the shim, printing failures and
+# growth (docs/soak.md); SOAK_FLAGS="-cycles 300" for a shorter run.
+.PHONY: soak
+soak:
+	$(GO) run ./integration/soak/cmd $(SOAK_FLAGS)
+
 demo: build
 	bash scripts/demo.sh
 

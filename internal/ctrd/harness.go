@@ -43,10 +43,11 @@ type Daemon struct {
 	// (LinuxPodSandboxConfig.CgroupParent); Stop removes it.
 	CgroupParent string
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
-	cri  bool
+	cmd     *exec.Cmd
+	sandbox *Sandbox
+	done    chan struct{}
+	log     *os.File
+	cri     bool
 }
 
 // Start builds the shim, starts containerd and imports the busybox image
@@ -82,29 +83,13 @@ func Start(ctx context.Context, rootfs string, opts ...Option) (_ *Daemon, retEr
 	if err := os.WriteFile(cfg, []byte(config(dir, d.Address, d.cri)), 0o644); err != nil {
 		return nil, err
 	}
-	if d.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
-		return nil, err
-	}
-	if set.sandbox != nil {
-		d.cmd = set.sandbox.Command(ContainerdBin(), "--config", cfg)
-	} else {
-		d.cmd = exec.Command(ContainerdBin(), "--config", cfg)
-	}
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.Env = append(containerdPath(os.Environ(), bin), "XDG_RUNTIME_DIR="+filepath.Join(dir, "xdg"))
-	// containerd must not outlive a killed test binary.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	d.sandbox = set.sandbox
 	if err := os.MkdirAll(filepath.Join(dir, "xdg"), 0o700); err != nil {
 		return nil, err
 	}
-	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
+	if err := d.run(); err != nil {
+		return nil, err
 	}
-	d.done = make(chan struct{})
-	go func() {
-		d.cmd.Wait()
-		close(d.done)
-	}()
 	if err := d.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -117,6 +102,77 @@ func Start(ctx context.Context, rootfs string, opts ...Option) (_ *Daemon, retEr
 		return nil, err
 	}
 	return d, nil
+}
+
+// run starts containerd with the config Start wrote, its log appended
+// to containerd.log.
+func (d *Daemon) run() error {
+	var err error
+	if d.log, err = os.OpenFile(filepath.Join(d.Dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		return err
+	}
+	cfg := filepath.Join(d.Dir, "config.toml")
+	if d.sandbox != nil {
+		d.cmd = d.sandbox.Command(ContainerdBin(), "--config", cfg)
+	} else {
+		d.cmd = exec.Command(ContainerdBin(), "--config", cfg)
+	}
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.Env = append(containerdPath(os.Environ(), filepath.Join(d.Dir, "bin")), "XDG_RUNTIME_DIR="+d.XDGRuntimeDir())
+	// containerd must not outlive a killed test binary.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		d.log.Close()
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	done := make(chan struct{})
+	d.done = done
+	cmd := d.cmd
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	return nil
+}
+
+// XDGRuntimeDir is containerd's XDG_RUNTIME_DIR, where it unpacks a
+// checkpoint image for a restore (ctrd-checkpoint*).
+func (d *Daemon) XDGRuntimeDir() string { return filepath.Join(d.Dir, "xdg") }
+
+// Pid is containerd's pid.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// Restart stops containerd with sig (SIGTERM as systemd does, SIGKILL as
+// a crash), waits for it to exit and starts it again on the same root,
+// state and socket; the shims keep running and the new daemon reconnects
+// to them. Client and Image are replaced (the old client is closed): a
+// container or task got from the old one must be loaded again.
+func (d *Daemon) Restart(ctx context.Context, sig syscall.Signal) error {
+	if d.Client != nil {
+		d.Client.Close()
+		d.Client = nil
+	}
+	d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+	d.log.Close()
+	if err := d.run(); err != nil {
+		return err
+	}
+	if err := d.connect(ctx); err != nil {
+		return err
+	}
+	// The image is bound to the client it came from.
+	img, err := d.Client.GetImage(d.Context(ctx), ImageName)
+	if err != nil {
+		return fmt.Errorf("image after the restart: %w", err)
+	}
+	d.Image = img
+	return nil
 }
 
 // Context returns ctx in the daemon's namespace.

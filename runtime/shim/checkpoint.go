@@ -54,6 +54,7 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	releaseMemory()
 	keepLog(req.WorkPath, "dump.log", c.bundle, "criu-dump.log")
 	if err != nil {
+		s.resyncPaused(ctx, c)
 		return nil, toGRPC(fmt.Errorf("checkpoint of %q (CRIU log: %s/criu-dump.log): %w", c.id, c.bundle, err))
 	}
 	if err := stampArchive(path); err != nil {
@@ -83,4 +84,23 @@ func stampArchive(dir string) error {
 		return err
 	}
 	return os.Chtimes(p, archiveStamp, archiveStamp)
+}
+
+// resyncPaused corrects a paused task's status after a failed dump. CRIU
+// thaws a frozen cgroup once it has seized the tasks (ptrace holds them)
+// and freezes it again before it lets them go; a criu that dies in between
+// leaves the container running. Left PAUSED, the client's Resume would be
+// refused by runc ("container not paused") and the task reported paused
+// for good.
+func (s *service) resyncPaused(ctx context.Context, c *container) {
+	if c.init.Status() != task.Status_PAUSED {
+		return
+	}
+	st, err := c.runc.State(ctx, c.id)
+	if err != nil || st.Status != "running" {
+		return
+	}
+	log.G(ctx).WithField("id", c.id).Warn("the failed checkpoint left the paused container running (criu died before it froze it again)")
+	c.init.setStatus(task.Status_RUNNING)
+	s.send(&eventstypes.TaskResumed{ContainerID: c.id})
 }

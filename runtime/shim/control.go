@@ -52,6 +52,12 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	if err != nil {
 		return nil, toGRPC(err)
 	}
+	if pid, held := c.heldPid(); held {
+		// runc knows no container before CRIU's post-restore. containerd
+		// asks for the pids as it loads a shim after a restart, and kills
+		// a shim whose task has none as leaked.
+		return &taskAPI.PidsResponse{Processes: []*task.ProcessInfo{{Pid: uint32(pid)}}}, nil
+	}
 	pids, err := c.runc.Ps(ctx, c.id)
 	if err != nil {
 		return nil, toGRPC(runtimeError(c.runc, err, "runc ps"))
@@ -159,4 +165,15 @@ func v1Metrics(st *runc.Stats) *v1stats.Metrics {
 			RSS: st.Memory.Raw["rss"],
 		},
 	}
+}
+
+// heldPid is the root task of a restore held between Create and Start:
+// until Start only that task exists.
+func (c *container) heldPid() (int, bool) {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	if c.restore == nil {
+		return 0, false
+	}
+	return c.restore.Pid(), true
 }

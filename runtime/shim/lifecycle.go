@@ -204,6 +204,12 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 	}
 	work := workDir(c.bundle, opts.CriuWorkPath)
 	c.criuWork = work
+	if c.ctrdCheckpoint = ctrdCheckpointDir(checkpoint, opts, os.Getenv); c.ctrdCheckpoint != "" {
+		// For `shim delete`, should this shim die before it removes it.
+		if err := os.WriteFile(filepath.Join(c.bundle, ctrdCheckpointFile), []byte(c.ctrdCheckpoint), 0o600); err != nil {
+			log.G(ctx).WithError(err).Warn("record containerd's checkpoint temp dir")
+		}
+	}
 	req := rcontainer.RestoreOptions{
 		Root: c.runc.Root, ID: c.id, Runc: c.runc.Command, Bundle: c.bundle,
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
@@ -222,6 +228,7 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 		if uerr := mount.UnmountRecursive(work, 0); uerr != nil {
 			log.G(ctx).WithError(uerr).Warn("unmount what CRIU left in its work dir")
 		}
+		c.dropCheckpoint(ctx)
 		return fmt.Errorf("restore from %s: %w", checkpoint, err)
 	}
 	p.setPid(rs.Pid())
@@ -262,6 +269,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if rs := c.takeRestore(); rs != nil {
 		err := rs.Finish(ctx)
 		keepLog(c.criuWork, "restore.log", c.bundle, "criu-restore.log")
+		c.dropCheckpoint(ctx)
 		if err != nil {
 			// CRIU killed the tree; the task stays, stopped, for Delete.
 			s.started(p, w)
@@ -305,6 +313,7 @@ func (s *service) awaitExit(ctx context.Context, p *process) {
 func (s *service) abortRestore(ctx context.Context, c *container, rs Restore) error {
 	err := rs.Abort(ctx)
 	keepLog(c.criuWork, "restore.log", c.bundle, "criu-restore.log")
+	c.dropCheckpoint(ctx)
 	s.awaitExit(ctx, c.init)
 	return err
 }
@@ -348,6 +357,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	default:
 		return nil, toGRPC(fmt.Errorf("delete: task %q is %s: %w", c.id, p.Status(), errdefs.ErrFailedPrecondition))
 	}
+	c.dropCheckpoint(ctx)
 	p.io.close()
 	c.emu.Lock()
 	for _, e := range c.execs {

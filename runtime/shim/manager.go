@@ -293,6 +293,7 @@ func (m manager) Stop(ctx context.Context, id string) (cdshim.StopStatus, error)
 	if err := deleteContainer(ctx, rc.newRunc(bundle), id, true); err != nil {
 		log.G(ctx).WithError(err).Warn("delete the runc container")
 	}
+	cleanupDeadRestore(ctx, bundle, id, rc)
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}

@@ -32,6 +32,10 @@ type container struct {
 	init      *process
 	// criuWork is the restore's CRIU work dir (its log is kept).
 	criuWork string
+	// ctrdCheckpoint is the temp dir containerd unpacked the restore's
+	// checkpoint into, removed once CRIU is done (ctrdtemp.go); guarded
+	// by emu.
+	ctrdCheckpoint string
 
 	// mu serializes the init's lifecycle calls (Start, Delete, Pause,
 	// Resume, Checkpoint); Kill and the queries do not wait for it.

@@ -208,3 +208,32 @@ func TestReadSpecFacts(t *testing.T) {
 		t.Error("a bundle without config.json")
 	}
 }
+
+type heldRestore struct{ pid int }
+
+func (h heldRestore) Pid() int                       { return h.pid }
+func (heldRestore) Finish(ctx context.Context) error { return nil }
+func (heldRestore) Abort(ctx context.Context) error  { return nil }
+
+// A held restore's pids are its root task's, without runc, which knows no
+// container yet: containerd, reloading shims after a restart, kills a shim
+// whose task lists none.
+func TestPidsOfHeldRestore(t *testing.T) {
+	s := fakeService(t)
+	c := fakeContainer()
+	// A runc that must not be run.
+	c.runc = &runc.Runc{Command: "/nonexistent/runc"}
+	c.restore = heldRestore{pid: 4242}
+	s.containers = map[string]*container{c.id: c}
+	resp, err := s.Pids(context.Background(), &taskAPI.PidsRequest{ID: c.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Processes) != 1 || resp.Processes[0].Pid != 4242 {
+		t.Fatalf("pids of a held restore: %v, want [4242]", resp.Processes)
+	}
+	c.restore = nil
+	if _, err := s.Pids(context.Background(), &taskAPI.PidsRequest{ID: c.id}); err == nil {
+		t.Fatal("without a held restore Pids did not ask runc")
+	}
+}

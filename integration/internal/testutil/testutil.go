@@ -52,22 +52,29 @@ const BusyboxPath = "/bin/busybox"
 func Rootfs(t testing.TB, dir string) {
 	t.Helper()
 	Require(t, BusyboxPath)
+	if err := BuildRootfs(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BuildRootfs is Rootfs for programs that are not tests (the soak run).
+func BuildRootfs(dir string) error {
 	for _, d := range []string{"bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "run", "var/tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	bb := filepath.Join(dir, "bin", "busybox")
 	data, err := os.ReadFile(BusyboxPath)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := os.WriteFile(bb, data, 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	out, err := exec.Command(BusyboxPath, "--list").Output()
 	if err != nil {
-		t.Fatalf("busybox --list: %v", err)
+		return fmt.Errorf("busybox --list: %w", err)
 	}
 	for _, applet := range strings.Fields(string(out)) {
 		if applet == "busybox" {
@@ -75,12 +82,13 @@ func Rootfs(t testing.TB, dir string) {
 		}
 		link := filepath.Join(dir, "bin", applet)
 		if err := os.Symlink("busybox", link); err != nil && !os.IsExist(err) {
-			t.Fatal(err)
+			return err
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "etc", "group"), []byte("root:x:0:\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "etc", "hostname"), []byte("ckpt-test\n"), 0o644)
+	return nil
 }
 
 // Cgroup is one line of /proc/PID/cgroup.
