@@ -55,7 +55,7 @@ bench: build
 # Shim memory (PSS) of 10 idle pods of 3 containers, ckpt's against runc's (docs/pods.md).
 .PHONY: bench-pods
 bench-pods: build
-	$(GO) run ./bench -pods 10 -out results
+	cd bench && $(GO) run . -pods 10 -out ../results
 
 # 1,000 checkpoint/restore cycles through the shim, printing failures and
 # growth (docs/soak.md); SOAK_FLAGS="-cycles 300" for a shorter run.

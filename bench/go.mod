@@ -14,6 +14,7 @@ require (
 	golang.org/x/sys v0.46.0
 	gonum.org/v1/plot v0.17.0
 	google.golang.org/grpc v1.78.0
+	k8s.io/cri-api v0.34.10
 )
 
 require (
