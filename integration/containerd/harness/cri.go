@@ -21,6 +21,11 @@ type Option func(*settings)
 
 type settings struct {
 	cri bool
+	// remote.go's options.
+	netns    string // a network namespace file for containerd and its shims
+	tcp      *TCP
+	noShim   bool
+	prepaths []string
 }
 
 // WithCRI turns containerd's CRI plugin on, for tests that talk CRI on the

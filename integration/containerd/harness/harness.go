@@ -73,19 +73,26 @@ func Start(ctx context.Context, rootfs string, opts ...Option) (_ *Daemon, retEr
 		}
 	}()
 	bin := filepath.Join(dir, "bin")
-	if err := buildShim(ctx, bin); err != nil {
+	if set.noShim {
+		err = os.MkdirAll(bin, 0o755)
+	} else {
+		err = buildShim(ctx, bin)
+	}
+	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(config(dir, d.Address, d.cri)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(config(dir, d.Address, d.cri, set.tcp)), 0o644); err != nil {
 		return nil, err
 	}
 	if d.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command("containerd", "--config", cfg)
+	if d.cmd, err = set.command(cfg, bin); err != nil {
+		return nil, err
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.Env = append(withPath(os.Environ(), bin), "XDG_RUNTIME_DIR="+filepath.Join(dir, "xdg"))
+	d.cmd.Env = append(set.env(bin), "XDG_RUNTIME_DIR="+filepath.Join(dir, "xdg"))
 	// containerd must not outlive a killed test binary.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := os.MkdirAll(filepath.Join(dir, "xdg"), 0o700); err != nil {
@@ -257,7 +264,7 @@ func (d *Daemon) cleanContainers(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func config(dir, address string, cri bool) string {
+func config(dir, address string, cri bool, tcp *TCP) string {
 	disabled := []string{
 		"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
 		"io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -281,7 +288,7 @@ disabled_plugins = [%s]
 
 [grpc]
   address = %s
-
+%s
 [ttrpc]
   address = %s
 
@@ -292,7 +299,7 @@ disabled_plugins = [%s]
   [plugins.'io.containerd.internal.v1.opt']
     path = %s
 %s`, q(filepath.Join(dir, "root")), q(filepath.Join(dir, "state")), strings.Join(ds, ", "),
-		q(address), q(address+".ttrpc"), q(filepath.Join(dir, "opt")), criPart)
+		q(address), tcp.config(), q(address+".ttrpc"), q(filepath.Join(dir, "opt")), criPart)
 }
 
 func withPath(env []string, dir string) []string {
