@@ -105,6 +105,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	ctx = namespaces.WithNamespace(ctx, cfg.Namespace)
+	cfg.Log.WithFields(logrus.Fields{"from": cfg.Source.Address, "to": cfg.Target.Address}).Info("moving (stop-and-copy)")
 	m := &move{cfg: cfg, log: cfg.Log}
 	if err := m.openSource(ctx); err != nil {
 		return Result{}, err
@@ -140,6 +141,9 @@ func (m *move) openSource(ctx context.Context) error {
 	fail := func(err error) error { src.Close(); return err }
 	pctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
+	if _, err := src.Version(pctx); err != nil {
+		return fail(reachError("source", m.cfg.Source.Address, err))
+	}
 	if m.ctr, err = src.LoadContainer(pctx, m.cfg.ID); err != nil {
 		return fail(fmt.Errorf("source container %s in namespace %s: %w", m.cfg.ID, m.cfg.Namespace, err))
 	}
@@ -187,9 +191,10 @@ func (m *move) checkpointSource(ctx context.Context) error {
 	}
 	ref := fmt.Sprintf("ckpt-migrate/%s:%d", m.cfg.ID, time.Now().UnixNano())
 	m.log.WithField("image", ref).Info("checkpointing the source (stop-and-copy)")
+	// TaskExit before Task: Task sends the options as they are then.
 	img, err := m.ctr.Checkpoint(cctx, ref,
-		client.WithCheckpointImage, client.WithCheckpointTask, client.WithCheckpointRuntime,
-		client.WithCheckpointRW, client.WithCheckpointTaskExit)
+		client.WithCheckpointImage, client.WithCheckpointTaskExit, client.WithCheckpointTask,
+		client.WithCheckpointRuntime, client.WithCheckpointRW)
 	if err != nil {
 		return m.checkpointFailed(cctx, err)
 	}

@@ -32,7 +32,7 @@ func (m *move) checkTarget(ctx context.Context) error {
 	defer cancel()
 	v, err := m.dst.Version(pctx)
 	if err != nil {
-		return reachError(m.cfg.Target.Address, err)
+		return reachError("target", m.cfg.Target.Address, err)
 	}
 	if err := supportedVersion(v.Version); err != nil {
 		return fmt.Errorf("target: %w", err)

@@ -138,20 +138,22 @@ func supportedVersion(v string) error {
 
 // reachError names the likely cause of a failed first call: nothing
 // listening, no route or answer, or TLS refused.
-func reachError(address string, err error) error {
+func reachError(role, address string, err error) error {
 	msg := err.Error()
 	var cause string
 	switch {
 	case strings.Contains(msg, "certificate") || strings.Contains(msg, "tls:") || strings.Contains(msg, "authentication handshake"):
 		cause = "TLS refused (do the CA, client certificate and key match the target's tcp_tls_* settings, and does the server certificate name the address?)"
+	case strings.Contains(msg, "unknown service"):
+		cause = "it answers but does not serve containerd's API (containerd's own [grpc] tcp_address serves only CRI: expose the socket through mutual TLS (stunnel, socat) or SSH instead)"
 	case strings.Contains(msg, "connection refused"):
 		cause = "nothing listens there (is containerd's [grpc] tcp_address set?)"
-	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "DeadlineExceeded") || strings.Contains(msg, "i/o timeout"):
+	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "DeadlineExceeded") || strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout"):
 		cause = "no answer in time"
 	case strings.Contains(msg, "no such file") || strings.Contains(msg, "permission denied"):
 		cause = "cannot open the socket"
 	default:
 		cause = "unreachable"
 	}
-	return fmt.Errorf("target containerd at %s: %s: %v: %w", address, cause, err, errdefs.ErrUnavailable)
+	return fmt.Errorf("%s containerd at %s: %s: %v: %w", role, address, cause, err, errdefs.ErrUnavailable)
 }

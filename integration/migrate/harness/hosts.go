@@ -11,12 +11,17 @@ import (
 	ctrd "github.com/ckpt-dev/ckpt/integration/containerd/harness"
 )
 
-// DstPort is the target containerd's TCP port.
-const DstPort = 7443
+// DstPort is the target's mutual-TLS endpoint for containerd's API (a
+// TLSProxy); CRIPort is containerd's own tcp_address on the main target,
+// which serves only CRI.
+const (
+	DstPort = 7443
+	CRIPort = 7543
+)
 
 // Hosts is a source and a target "host": each a containerd in its own
-// network namespace, the target's gRPC also on DstIP:DstPort with mutual
-// TLS. Both use the same containerd namespace, as a container keeps its
+// network namespace, the target's API also on DstIP:DstPort with mutual
+// TLS (and containerd's own tcp_address, with TLS, on CRIPort). Both use the same containerd namespace, as a container keeps its
 // namespace across a move. They share this machine's /run and cgroups, so
 // a container id exists on one of them at a time.
 type Hosts struct {
@@ -25,7 +30,8 @@ type Hosts struct {
 	PKI      *PKI // the target's CA, server and client certificates
 	Src, Dst *ctrd.Daemon
 
-	more []*ctrd.Daemon
+	more    []*ctrd.Daemon
+	proxies []*TLSProxy
 }
 
 // Start makes the network and both daemons; rootfs is the image's root
@@ -50,7 +56,8 @@ func Start(ctx context.Context, rootfs, tag string) (_ *Hosts, retErr error) {
 	if h.Src, err = ctrd.Start(ctx, rootfs, ctrd.WithNetNS(Path(h.Net.Src))); err != nil {
 		return nil, fmt.Errorf("source containerd: %w", err)
 	}
-	if h.Dst, err = h.startTarget(ctx, rootfs, DstPort); err != nil {
+	tcp := ctrd.WithTCP(ctrd.TCP{Address: h.Addr(CRIPort), CA: h.PKI.CA, Cert: h.PKI.ServerCert, Key: h.PKI.ServerKey})
+	if h.Dst, err = h.startTarget(ctx, rootfs, DstPort, tcp); err != nil {
 		return nil, fmt.Errorf("target containerd: %w", err)
 	}
 	return h, nil
@@ -68,11 +75,17 @@ func (h *Hosts) StartTarget(ctx context.Context, rootfs string, port int, opts .
 }
 
 func (h *Hosts) startTarget(ctx context.Context, rootfs string, port int, opts ...ctrd.Option) (*ctrd.Daemon, error) {
-	opts = append([]ctrd.Option{
-		ctrd.WithNetNS(Path(h.Net.Dst)),
-		ctrd.WithTCP(ctrd.TCP{Address: h.Addr(port), CA: h.PKI.CA, Cert: h.PKI.ServerCert, Key: h.PKI.ServerKey}),
-	}, opts...)
-	return ctrd.Start(ctx, rootfs, opts...)
+	d, err := ctrd.Start(ctx, rootfs, append([]ctrd.Option{ctrd.WithNetNS(Path(h.Net.Dst))}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	x, err := NewTLSProxy(Path(h.Net.Dst), h.Addr(port), d.Address, h.PKI)
+	if err != nil {
+		d.Stop()
+		return nil, err
+	}
+	h.proxies = append(h.proxies, x)
+	return d, nil
 }
 
 // Addr is HOST:PORT of a target port.
@@ -83,6 +96,9 @@ func (h *Hosts) Addr(port int) string {
 // Stop stops every daemon, deletes the namespaces and Dir.
 func (h *Hosts) Stop() error {
 	var errs []error
+	for _, x := range h.proxies {
+		x.Close()
+	}
 	for _, d := range append(h.more, h.Dst, h.Src) {
 		if d != nil {
 			errs = append(errs, d.Stop())
