@@ -240,18 +240,26 @@ func fifoDir(t *testing.T, h *harness.Hosts) string {
 	return dir
 }
 
-// attach connects to the moved task's FIFOs on the target.
-func attach(t *testing.T, h *harness.Hosts, id string, stdin io.Reader, out io.Writer) client.Task {
+// attach connects to the FIFOs of a task on d: a moved task on the
+// target, or a source task restored after a failed move (a client's
+// streams end with the task it was attached to, as with any checkpoint).
+func attach(t *testing.T, d *ctrd.Daemon, id string, stdin io.Reader, out io.Writer) client.Task {
 	t.Helper()
-	ctx := h.Dst.Context(context.Background())
-	c, err := h.Dst.Client.LoadContainer(ctx, id)
+	ctx := d.Context(context.Background())
+	c, err := d.Client.LoadContainer(ctx, id)
 	if err != nil {
-		t.Fatalf("the target has no container %s: %v", id, err)
+		t.Fatalf("no container %s: %v", id, err)
 	}
 	task, err := c.Task(ctx, cio.NewAttach(cio.WithStreams(stdin, out, out)))
 	if err != nil {
-		t.Fatalf("attach to %s on the target: %v", id, err)
+		t.Fatalf("attach to %s: %v", id, err)
 	}
+	t.Cleanup(func() {
+		if io := task.IO(); io != nil {
+			io.Cancel()
+			io.Close()
+		}
+	})
 	return task
 }
 

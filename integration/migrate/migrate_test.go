@@ -63,7 +63,7 @@ func TestMigrateCounter(t *testing.T) {
 	last := lastNumber(out.String())
 
 	moved := &syncBuffer{}
-	attach(t, h, c.ID(), nil, moved)
+	attach(t, h.Dst, c.ID(), nil, moved)
 	waitMatch(t, moved, regexp.MustCompile(`\n\d+\n\d+\n`), 10*time.Second)
 	first, _ := strconv.Atoi(strings.SplitN(strings.TrimLeft(moved.String(), "\n"), "\n", 2)[0])
 	if first <= last || first > last+500 {
@@ -92,7 +92,7 @@ func TestMigrateMemory(t *testing.T) {
 	t.Logf("moved %d MiB in %s", mib, time.Since(start))
 
 	moved := &syncBuffer{}
-	task := attach(t, h, c.ID(), nil, moved)
+	task := attach(t, h.Dst, c.ID(), nil, moved)
 	ctx := h.Dst.Context(context.Background())
 	if err := task.Kill(ctx, syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestMigrateTerminal(t *testing.T) {
 	stdin2, typed2 := io.Pipe()
 	t.Cleanup(func() { typed2.Close() })
 	moved := &syncBuffer{}
-	attach(t, h, c.ID(), stdin2, moved)
+	attach(t, h.Dst, c.ID(), stdin2, moved)
 	fmt.Fprintf(typed2, "echo $x-$((40+2))\n")
 	waitMatch(t, moved, regexp.MustCompile(`kept-42`), 10*time.Second)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -20,6 +21,9 @@ func (m *move) rollback(ctx context.Context, cause error) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.StepTimeout)
 	defer cancel()
 	m.log.WithError(cause).Warn("move failed: cleaning the target and restoring the source")
+	if ctx.Err() != nil && !strings.Contains(cause.Error(), "interrupted") {
+		cause = fmt.Errorf("interrupted: %w", cause)
+	}
 	errs := []error{fmt.Errorf("migrate %s: %w", m.cfg.ID, cause)}
 	if err := m.cleanTarget(rctx); err != nil {
 		errs = append(errs, fmt.Errorf("target not fully cleaned: %w", err))

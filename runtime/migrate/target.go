@@ -92,6 +92,10 @@ func dial(e Endpoint, namespace string, timeout time.Duration) (*client.Client, 
 		return nil, err
 	}
 	if ep.network == "unix" {
+		// gRPC would only say "deadline exceeded" for a missing socket.
+		if _, err := os.Stat(ep.addr); err != nil {
+			return nil, fmt.Errorf("containerd socket %s: %w: %w", ep.addr, err, errdefs.ErrUnavailable)
+		}
 		return client.New(ep.addr, client.WithDefaultNamespace(namespace), client.WithTimeout(timeout))
 	}
 	tc, err := tlsConfig(e, ep.host)
