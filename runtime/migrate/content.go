@@ -82,7 +82,7 @@ func (c *copier) blob(ctx context.Context, desc ocispec.Descriptor, labels map[s
 	}
 	defer ra.Close()
 	stop := c.progress(desc)
-	err = content.Copy(ctx, w, &countingReader{r: content.NewReader(ra), n: &c.copied}, desc.Size, desc.Digest, content.WithLabels(labels))
+	err = content.Copy(ctx, w, &countingReader{ctx: ctx, r: content.NewReader(ra), n: &c.copied}, desc.Size, desc.Digest, content.WithLabels(labels))
 	stop()
 	w.Close()
 	if err != nil && !errdefs.IsAlreadyExists(err) {
@@ -142,12 +142,18 @@ func treeSize(ctx context.Context, store content.Provider, desc ocispec.Descript
 	return total, err
 }
 
+// countingReader counts what is read, and stops at ctx's end whatever
+// the stores do with ctx.
 type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+	ctx context.Context
+	r   io.Reader
+	n   *atomic.Int64
 }
 
 func (r *countingReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := r.r.Read(p)
 	r.n.Add(int64(n))
 	return n, err
