@@ -7,7 +7,7 @@ PKGS    := ./...
 # runc, containerd and iptables state: one package at a time.
 INTEGRATION := ./integration/...
 
-.PHONY: all build setup test test-in-container unit integration demo bench lint clean install
+.PHONY: all build setup test test-in-container unit integration demo demo-migrate bench lint clean install
 
 all: build
 
@@ -45,6 +45,10 @@ bench: build
 
 demo: build
 	bash scripts/demo.sh
+
+# ckpt migrate between two containerds in two network namespaces.
+demo-migrate: build
+	bash scripts/demo-migrate.sh
 
 clean:
 	rm -rf $(BIN)
