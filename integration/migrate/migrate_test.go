@@ -16,6 +16,7 @@ import (
 	"github.com/ckpt-dev/ckpt/integration/migrate/harness"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -280,4 +281,48 @@ func leaseIDs(ls []leases.Lease) []string {
 		ids = append(ids, l.ID)
 	}
 	return ids
+}
+
+// TestMigrateCopiesImage: a target without the container's image gets it
+// along with the checkpoint (blobs, image record, unpacked snapshot), and
+// keeps it after the move (the gc labels hold it once the lease is gone).
+func TestMigrateCopiesImage(t *testing.T) {
+	h := hosts(t)
+	ctx := h.Dst.Context(context.Background())
+	if err := h.Dst.Client.ImageService().Delete(ctx, ctrd.ImageName, images.SynchronousDelete()); err != nil {
+		t.Fatal(err)
+	}
+	c := newContainer(t, h, counter)
+	out := &syncBuffer{}
+	startTask(t, h, c, nil, out, false)
+	waitMatch(t, out, regexp.MustCompile(`\n5\n`), 10*time.Second)
+
+	migrate(t, h, c.ID(), "--stdio", "fifo:"+fifoDir(t, h))
+	last := lastNumber(out.String())
+	moved := &syncBuffer{}
+	attach(t, h.Dst, c.ID(), nil, moved)
+	expectCounts(t, moved, last, 10*time.Second)
+
+	img, err := h.Dst.Client.GetImage(ctx, ctrd.ImageName)
+	if err != nil {
+		t.Fatalf("the image did not stay on the target: %v", err)
+	}
+	if img.Target().Digest != h.Src.Image.Target().Digest {
+		t.Errorf("the target's image is %s, the source's %s", img.Target().Digest, h.Src.Image.Target().Digest)
+	}
+	// A garbage collection (a synchronous lease delete runs one) must not
+	// take what the image needs.
+	l, err := h.Dst.Client.LeasesService().Create(ctx, leases.WithRandomID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Dst.Client.LeasesService().Delete(ctx, l, leases.SynchronousDelete); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := img.IsUnpacked(ctx, "overlayfs"); err != nil || !ok {
+		t.Errorf("the copied image is not unpacked on the target after a collection (%v, %v)", ok, err)
+	}
+	if _, err := content.ReadBlob(ctx, h.Dst.Client.ContentStore(), img.Target()); err != nil {
+		t.Errorf("the copied image's manifest is gone: %v", err)
+	}
 }
