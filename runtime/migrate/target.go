@@ -16,7 +16,6 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials"
 )
 
 // Endpoint is a containerd to talk to: "tcp://HOST:PORT" (containerd's
@@ -79,6 +78,8 @@ func tlsConfig(e Endpoint, host string) (*tls.Config, error) {
 	return &tls.Config{
 		RootCAs: pool, Certificates: []tls.Certificate{cert},
 		ServerName: host, MinVersion: tls.VersionTLS12,
+		// Offered, not required: see tlsCreds.
+		NextProtos: []string{"h2"},
 	}, nil
 }
 
@@ -105,7 +106,7 @@ func dial(e Endpoint, namespace string, timeout time.Duration) (*client.Client, 
 	bc := backoff.DefaultConfig
 	bc.MaxDelay = timeout
 	conn, err := grpc.NewClient("passthrough:///"+ep.addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithTransportCredentials(&tlsCreds{cfg: tc}),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: timeout}),
 		// containerd's limits: a checkpoint's blobs travel in 1 MiB writes.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),

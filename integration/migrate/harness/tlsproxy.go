@@ -43,7 +43,8 @@ func NewTLSProxy(netns, addr, socket string, p *PKI) (*TLSProxy, error) {
 		return nil, errors.New("no CA certificate in " + p.CA)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
+		// No ALPN, as stunnel and socat: the client must not need it.
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 	var ln net.Listener
 	// The socket belongs to the namespace of the thread that made it.
 	if err := netnsthread.Go(netns, func() (err error) {
