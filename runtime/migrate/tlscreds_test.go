@@ -16,6 +16,8 @@ import (
 // certificate the CA did not sign.
 func TestTLSCredsWithoutALPN(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	// Empty, not nil: the server selects no protocol, as a forwarder.
+	srv.TLS = &tls.Config{NextProtos: []string{}}
 	srv.StartTLS()
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
