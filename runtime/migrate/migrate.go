@@ -104,6 +104,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.Stdio.validate(); err != nil {
 		return Result{}, err
 	}
+	for _, e := range []Endpoint{cfg.Source, cfg.Target} {
+		if _, err := parseEndpoint(e); err != nil {
+			return Result{}, err
+		}
+	}
 	ctx = namespaces.WithNamespace(ctx, cfg.Namespace)
 	cfg.Log.WithFields(logrus.Fields{"from": cfg.Source.Address, "to": cfg.Target.Address}).Info("moving (stop-and-copy)")
 	m := &move{cfg: cfg, log: cfg.Log}

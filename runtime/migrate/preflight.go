@@ -32,6 +32,9 @@ func (m *move) checkTarget(ctx context.Context) error {
 	defer cancel()
 	v, err := m.dst.Version(pctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w", ctx.Err())
+		}
 		return reachError("target", m.cfg.Target.Address, err)
 	}
 	if err := supportedVersion(v.Version); err != nil {
