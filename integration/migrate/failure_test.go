@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -227,4 +228,77 @@ func expectNoCheckpointImage(t *testing.T, h *harness.Hosts) {
 			t.Errorf("the source keeps checkpoint image %s", i.Name)
 		}
 	}
+}
+
+// TestMigrateSourceCRIUKilled: the source's criu is killed while it dumps
+// 256 MiB; the move fails naming the checkpoint, and the source runs on,
+// the same process, thawed, with the same memory.
+func TestMigrateSourceCRIUKilled(t *testing.T) {
+	h := hosts(t)
+	before := snapshotOf(t, h.Dst)
+	c := newContainer(t, h, []string{"memsum", "256"})
+	out := &syncBuffer{}
+	task := startTask(t, h, c, nil, out, false)
+	sum := waitMatch(t, out, regexp.MustCompile(`ready ([0-9a-f]{64})`), 2*time.Minute)[1]
+	shim := ctrd.Shims(h.Src.Address)[c.ID()]
+	if shim == 0 {
+		t.Fatal("no shim found for the source container")
+	}
+
+	m := startMigrate(t, h, c.ID(), h.Addr(harness.DstPort), "--copy")
+	criu := waitChild(t, shim, "criu", 30*time.Second)
+	if err := syscall.Kill(criu, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.wait(t, 2*time.Minute); err == nil {
+		t.Fatal("ckpt migrate succeeded although the source's criu was killed")
+	}
+	if !strings.Contains(m.out.String(), "checkpoint of the source failed; the source runs on") {
+		t.Errorf("the error does not say the checkpoint failed and the source runs on")
+	}
+	ctx := h.Src.Context(context.Background())
+	if st, err := task.Status(ctx); err != nil || st.Status != client.Running {
+		t.Fatalf("the source task is %v (%v), want running", st.Status, err)
+	}
+	if err := task.Kill(ctx, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	got := waitMatch(t, out, regexp.MustCompile(`sum ([0-9a-f]{64})`), time.Minute)[1]
+	if got != sum {
+		t.Fatalf("the source's memory checksum is %s, was %s", got, sum)
+	}
+	expectNothingNew(t, h.Dst, c.ID(), before)
+	expectNoCheckpointImage(t, h)
+}
+
+// waitChild waits for a child of ppid named comm and returns its pid.
+func waitChild(t *testing.T, ppid int, comm string, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...
+			s := string(stat)
+			open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+			if open < 0 || end < open {
+				continue
+			}
+			f := strings.Fields(s[end+1:])
+			if s[open+1:end] == comm && len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+				return pid
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no %s child of %d in %s", comm, ppid, timeout)
+	return 0
 }
