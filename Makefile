@@ -11,7 +11,7 @@ INTEGRATION := ./integration/...
 CONTAINERD_2_4 ?= /opt/ckpt-containerd/v2.4.2/bin/containerd
 INTEGRATION_2_4 := ./integration/containerd/ ./integration/cri/ ./integration/docker/
 
-.PHONY: all build setup test test-in-container unit integration demo bench lint clean install
+.PHONY: all build setup test test-in-container unit integration demo demo-migrate bench lint clean install
 
 all: build
 
@@ -65,6 +65,10 @@ soak:
 
 demo: build
 	bash scripts/demo.sh
+
+# ckpt migrate between two containerds in two network namespaces.
+demo-migrate: build
+	bash scripts/demo-migrate.sh
 
 clean:
 	rm -rf $(BIN)

@@ -22,6 +22,11 @@ type Option func(*settings)
 type settings struct {
 	cri     bool
 	sandbox *Sandbox
+	// remote.go's options.
+	netns    string // a network namespace file for containerd and its shims
+	tcp      *TCP
+	noShim   bool
+	prepaths []string
 }
 
 // WithSandbox runs containerd (and so its shims and their hooks) in the

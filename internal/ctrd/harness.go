@@ -43,11 +43,11 @@ type Daemon struct {
 	// (LinuxPodSandboxConfig.CgroupParent); Stop removes it.
 	CgroupParent string
 
-	cmd     *exec.Cmd
-	sandbox *Sandbox
-	done    chan struct{}
-	log     *os.File
-	cri     bool
+	cmd  *exec.Cmd
+	set  settings
+	done chan struct{}
+	log  *os.File
+	cri  bool
 }
 
 // Start builds the shim, starts containerd and imports the busybox image
@@ -76,14 +76,19 @@ func Start(ctx context.Context, rootfs string, opts ...Option) (_ *Daemon, retEr
 		}
 	}()
 	bin := filepath.Join(dir, "bin")
-	if err := buildShim(ctx, bin); err != nil {
+	if set.noShim {
+		err = os.MkdirAll(bin, 0o755)
+	} else {
+		err = buildShim(ctx, bin)
+	}
+	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(config(dir, d.Address, d.cri)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(config(dir, d.Address, d.cri, set.tcp)), 0o644); err != nil {
 		return nil, err
 	}
-	d.sandbox = set.sandbox
+	d.set = set
 	if err := os.MkdirAll(filepath.Join(dir, "xdg"), 0o700); err != nil {
 		return nil, err
 	}
@@ -112,13 +117,13 @@ func (d *Daemon) run() error {
 		return err
 	}
 	cfg := filepath.Join(d.Dir, "config.toml")
-	if d.sandbox != nil {
-		d.cmd = d.sandbox.Command(ContainerdBin(), "--config", cfg)
-	} else {
-		d.cmd = exec.Command(ContainerdBin(), "--config", cfg)
+	bin := filepath.Join(d.Dir, "bin")
+	if d.cmd, err = d.set.command(cfg, bin); err != nil {
+		d.log.Close()
+		return err
 	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.Env = append(containerdPath(os.Environ(), filepath.Join(d.Dir, "bin")), "XDG_RUNTIME_DIR="+d.XDGRuntimeDir())
+	d.cmd.Env = append(d.set.env(bin), "XDG_RUNTIME_DIR="+d.XDGRuntimeDir())
 	// containerd must not outlive a killed test binary.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
@@ -319,7 +324,7 @@ func (d *Daemon) cleanContainers(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func config(dir, address string, cri bool) string {
+func config(dir, address string, cri bool, tcp *TCP) string {
 	disabled := []string{
 		"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
 		"io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -343,7 +348,7 @@ disabled_plugins = [%s]
 
 [grpc]
   address = %s
-
+%s
 [ttrpc]
   address = %s
 
@@ -354,7 +359,7 @@ disabled_plugins = [%s]
   [plugins.'io.containerd.internal.v1.opt']
     path = %s
 %s`, q(filepath.Join(dir, "root")), q(filepath.Join(dir, "state")), strings.Join(ds, ", "),
-		q(address), q(address+".ttrpc"), q(filepath.Join(dir, "opt")), criPart)
+		q(address), tcp.config(), q(address+".ttrpc"), q(filepath.Join(dir, "opt")), criPart)
 }
 
 func withPath(env []string, dir string) []string {

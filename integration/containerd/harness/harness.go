@@ -17,6 +17,8 @@ type (
 	Bind = ctrd.Bind
 	// Version is a containerd version.
 	Version = ctrd.Version
+	// TCP is containerd's remote gRPC endpoint with mutual TLS.
+	TCP = ctrd.TCP
 )
 
 const (
@@ -41,4 +43,8 @@ var (
 	ContainerdBin = ctrd.ContainerdBin
 	CtrBin        = ctrd.CtrBin
 	ParseVersion  = ctrd.ParseVersion
+	WithNetNS     = ctrd.WithNetNS
+	WithTCP       = ctrd.WithTCP
+	WithoutShim   = ctrd.WithoutShim
+	WithPathFirst = ctrd.WithPathFirst
 )
