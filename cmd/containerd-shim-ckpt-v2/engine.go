@@ -27,11 +27,17 @@ func (engine) Checkpoint(ctx context.Context, req ckptshim.CheckpointRequest) er
 }
 
 func (engine) StartRestore(ctx context.Context, req ckptshim.RestoreRequest) (ckptshim.Restore, error) {
-	r, err := container.StartRestore(ctx, container.RestoreOptions{
+	opts := container.RestoreOptions{
 		Root: req.Root, ID: req.ID, Runc: req.Runc, Monitor: req.Monitor,
 		Bundle: req.Bundle, ImagePath: req.ImagePath, WorkPath: req.WorkPath,
 		Stdio: req.Stdio, Console: req.Console, RootfsLate: req.RootfsLate,
-	})
+	}
+	if l := req.Lazy; l != nil {
+		opts.LazyPages, opts.PageServer = true, l.PageServer
+		opts.TLS = container.TLS{Enabled: l.TLS || l.TLSCACert != "" || l.TLSCert != "" || l.TLSKey != "",
+			CACert: l.TLSCACert, Cert: l.TLSCert, Key: l.TLSKey}
+	}
+	r, err := container.StartRestore(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

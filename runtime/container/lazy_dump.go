@@ -150,7 +150,7 @@ func lazyDumpPlan(ctx context.Context, opts CheckpointOptions) (*plan.PageServer
 			return nil, fmt.Errorf("page server TLS: %w", err)
 		}
 	}
-	if err := ensureLazyPipes(ctx, procSys); err != nil {
+	if err := ensureLazyPipes(ctx, procSys, hasCapSysResource()); err != nil {
 		return nil, err
 	}
 	return &ps, nil
@@ -181,8 +181,8 @@ func lazyPipeBytes() int {
 // started restoring. So: with the capability nothing is needed; without
 // it, fs.pipe-max-size is raised (never lowered) before the dump, or the
 // dump is refused with the reason, before anything is frozen.
-func ensureLazyPipes(ctx context.Context, sysDir string) error {
-	if hasCapSysResource() {
+func ensureLazyPipes(ctx context.Context, sysDir string, capSysResource bool) error {
+	if capSysResource {
 		return nil
 	}
 	path := sysDir + "/fs/pipe-max-size"

@@ -81,4 +81,6 @@ type RestoreRequest struct {
 	// RootfsLate: the client writes into the rootfs between Create and
 	// Start (the CRI plugin does); CRIU must not mount on it before Start.
 	RootfsLate bool
+	// Lazy restores with lazy pages (annotation io.ckpt.restore.lazy).
+	Lazy *LazyRestore
 }

@@ -197,12 +197,21 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 	if s.engine == nil {
 		return fmt.Errorf("restore: this shim has no checkpoint/restore engine: %w", errdefs.ErrNotImplemented)
 	}
+	// A mistake in the restore annotations fails before anything is made.
+	annotations, err := readAnnotations(filepath.Join(c.bundle, "config.json"))
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	lazy, err := lazyRestoreOf(annotations)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	work := workDir(c.bundle, opts.CriuWorkPath)
 	c.criuWork = work
 	req := RestoreRequest{
 		Root: c.runc.Root, ID: c.id, Runc: c.runc.Command, Bundle: c.bundle,
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
-		RootfsLate: c.madeByCRI,
+		RootfsLate: c.madeByCRI, Lazy: lazy,
 	}
 	if p.stdio.Terminal {
 		req.Console = newRestoredMasters(s.ctx, p.io, checkpoint).take
