@@ -16,6 +16,7 @@ import (
 
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 )
@@ -256,11 +257,16 @@ func (r *Restoring) watchLazy(ctx context.Context, restoreErr error) {
 	}
 	r.lazyErr = fmt.Errorf("lazy transfer of container %q failed, container killed: %w", r.opts.ID, d.err)
 	logger.WithError(d.err).Error("lazy restore: the transfer failed; killing the container")
-	if pid := r.Pid(); pid > 0 {
-		// The init of the container's own pid namespace: the kernel
-		// kills the rest of the tree with it.
-		syscall.Kill(pid, syscall.SIGKILL)
+	r.mu.Lock()
+	start := r.initStart
+	r.mu.Unlock()
+	pid := r.Pid()
+	if !runcstate.Alive(pid, start) {
+		return // gone already (killed, deleted); its pid may be another's now
 	}
+	// The init of the container's own pid namespace: the kernel kills the
+	// rest of the tree with it.
+	syscall.Kill(pid, syscall.SIGKILL)
 	if r.cg != nil {
 		// A tree without a pid namespace of its own outlives its init.
 		if pids, err := r.cg.GetAllPids(); err == nil {

@@ -120,6 +120,9 @@ type Restoring struct {
 	lazy    *lazyDaemon
 	pagesIn chan struct{}
 	lazyErr error
+	// initStart is the restored init's start time: a pid is only killed
+	// while it is still that process.
+	initStart uint64
 
 	// created is closed once Pid is real (setup-namespaces).
 	created     chan struct{}

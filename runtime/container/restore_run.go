@@ -219,6 +219,9 @@ func (r *Restoring) writeState(ctx context.Context, pid int) error {
 	if err := runcstate.Save(r.stateDir, st); err != nil {
 		return fmt.Errorf("write runc state: %w", err)
 	}
+	r.mu.Lock()
+	r.initStart = stat.StartTime
+	r.mu.Unlock()
 	r.applyWinsize(ctx)
 	r.mu.Lock()
 	r.written = true
