@@ -133,8 +133,10 @@ func lazyOnce(ctx context.Context, r *ckptRunc, m lazyMode, mib int) (time.Durat
 		return 0, 0, err
 	}
 	defer r.destroy(id)
-	if out, err := exec.CommandContext(ctx, r.runc, "--root", r.root, "run", "-d", "--bundle", bundle, id).CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("runc run: %w: %s", err, out)
+	// Stdio /dev/null: the container keeps runc's stdio, and a pipe would
+	// never reach EOF while it runs.
+	if err := exec.CommandContext(ctx, r.runc, "--root", r.root, "run", "-d", "--bundle", bundle, id).Run(); err != nil {
+		return 0, 0, fmt.Errorf("runc run: %w", err)
 	}
 	pid := runcPid(r, id)
 	if err := waitFor(ctx, 60*time.Second, func() bool { return rssMiB(pid) >= mib }); err != nil {
@@ -201,10 +203,10 @@ func runcLazyMode(ctx context.Context, r *ckptRunc, id, bundle, dir string) (tim
 	}
 	restore := exec.CommandContext(ctx, r.runc, "--root", r.root, "restore", "-d", "--lazy-pages",
 		"--image-path", images, "--work-path", work, "--bundle", bundle, id)
-	if out, err := restore.CombinedOutput(); err != nil {
+	if err := restore.Run(); err != nil {
 		daemon.Process.Kill()
 		daemon.Wait()
-		return 0, 0, fmt.Errorf("runc restore --lazy-pages: %w: %s", err, lastBytes(string(out), 300))
+		return 0, 0, fmt.Errorf("runc restore --lazy-pages: %w: %s", err, lastBytes(readFile(filepath.Join(work, "restore.log")), 300))
 	}
 	running := time.Since(t0)
 	if err := daemon.Wait(); err != nil {
