@@ -100,6 +100,9 @@ func run(out string, reps int, sizes []int, want func(string) bool, keep string)
 	if err := warmMemory(scratch, warmMiB(sizes)); err != nil {
 		return err
 	}
+	if *lazyOnly {
+		return runLazy(ctx, scratch, memhog, out)
+	}
 	var targets []Target
 	if want(targetRawCRIU) {
 		criuPath, _ := exec.LookPath("criu")
@@ -127,6 +130,9 @@ func run(out string, reps int, sizes []int, want func(string) bool, keep string)
 		return err
 	}
 	fmt.Println(markdown(samples, env))
+	if err := runLazy(ctx, scratch, memhog, out); err != nil {
+		return fmt.Errorf("lazy restore comparison: %w", err)
+	}
 	fmt.Printf("results in %s\n", out)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/container"
+	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/policy"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/opencontainers/runc/libcontainer/utils"
@@ -25,7 +26,7 @@ container the shim did not create, its annotations (or --config's file).
 The network namespace is dumped with its contents unless --empty-ns says
 otherwise.`,
 		ArgsUsage: "ID",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "root", Value: defaultRuncRoot, Usage: "runc's root dir"},
 			&cli.StringFlag{Name: "runc", Value: "runc", Usage: "runc binary (to delete the container afterwards)"},
 			&cli.StringFlag{Name: "image-path", Required: true, Usage: "dir for the checkpoint images"},
@@ -40,7 +41,11 @@ otherwise.`,
 			&cli.StringSliceFlag{Name: "empty-ns", Usage: "namespaces to dump empty (only \"network\")"},
 			&cli.BoolFlag{Name: "pre-dump", Usage: "copy memory only, for a later --parent-path"},
 			&cli.StringFlag{Name: "config", Usage: "absolute path of a checkpoint defaults file, as the shim's runtime option ConfigPath (default: what the shim saved in the bundle)"},
-		},
+			&cli.BoolFlag{Name: "lazy-pages", Usage: "leave the memory out of the images and serve it from --page-server until a lazy restore has it all"},
+			&cli.StringFlag{Name: "page-server", Usage: "ADDR:PORT for the lazy dump's page server"},
+			&cli.IntFlag{Name: "status-fd", Value: -1, Usage: "write a NUL byte to this fd when the images are written and the page server serves (as runc does)"},
+			&cli.DurationFlag{Name: "transfer-timeout", Usage: "longest the container stays frozen serving its memory (default 10m)"},
+		}, tlsFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("ckpt checkpoint: want exactly one container id", 2)
@@ -49,7 +54,12 @@ otherwise.`,
 			if err != nil {
 				return err
 			}
-			md, err := container.Checkpoint(c.Context, opts)
+			var md *image.Metadata
+			if opts.LazyPages {
+				md, err = lazyCheckpoint(c, opts)
+			} else {
+				md, err = container.Checkpoint(c.Context, opts)
+			}
 			if err != nil {
 				return err
 			}
@@ -59,7 +69,11 @@ otherwise.`,
 			}
 			fmt.Printf("%s of %s written to %s (CRIU %s, %s", what, md.ContainerID, c.String("image-path"), md.CRIUVersion,
 				(time.Duration(md.Timings.TotalMs) * time.Millisecond).String())
-			if md.Stats != nil {
+			switch {
+			case md.Stats != nil && md.Options.LazyPages:
+				// CRIU's frozen time is not meaningful for a lazy dump.
+				fmt.Printf(", %d pages served lazily", md.Stats.PagesLazy)
+			case md.Stats != nil:
 				fmt.Printf(", frozen %s, %d pages", (time.Duration(md.Stats.FrozenTimeUs) * time.Microsecond).Round(time.Millisecond), md.Stats.PagesWritten)
 			}
 			fmt.Println(")")
@@ -125,6 +139,8 @@ func checkpointOptions(c *cli.Context) (container.CheckpointOptions, error) {
 	opts.Root, opts.ID, opts.Runc = root, id, c.String("runc")
 	opts.ImagePath, opts.WorkPath, opts.ParentPath = c.String("image-path"), c.String("work-path"), c.String("parent-path")
 	opts.PreDump, opts.CriuPath = c.Bool("pre-dump"), criuPath(c)
+	opts.LazyPages, opts.PageServer = c.Bool("lazy-pages"), c.String("page-server")
+	opts.TLS, opts.TransferTimeout = tlsOptions(c), c.Duration("transfer-timeout")
 	return opts, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/container"
 	"github.com/urfave/cli/v2"
@@ -27,8 +28,14 @@ or with neither --detach nor those flags ckpt's own, and ckpt then waits for
 the container's init and exits with its status. A file must be of the same
 kind as at checkpoint (CRIU checks it). With --detach, missing ones are
 /dev/null. A container with a terminal needs --console-socket: the pty master
-is sent there as runc does.`,
-		Flags: []cli.Flag{
+is sent there as runc does.
+
+--lazy restores without reading the memory first: criu lazy-pages fills it in
+on demand and in the background, from the images or, for a checkpoint made
+with --lazy-pages, from the source's --page-server. ckpt stays until every
+page is in (with --detach too): the daemon is its child, and a container
+whose daemon is gone must not run on (its missing pages would read as zeros).`,
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "root", Value: defaultRuncRoot, Usage: "runc's root dir"},
 			&cli.StringFlag{Name: "runc", Value: "runc", Usage: "runc binary whose version is checked"},
 			&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Value: ".", Usage: "bundle with config.json"},
@@ -41,7 +48,10 @@ is sent there as runc does.`,
 			&cli.StringFlag{Name: "stderr", Usage: "file for the init's stderr"},
 			&cli.StringFlag{Name: "pid-file", Usage: "write the restored init's pid here"},
 			&cli.StringSliceFlag{Name: "empty-ns", Usage: "namespaces to restore empty (only \"network\")"},
-		},
+			&cli.BoolFlag{Name: "lazy", Aliases: []string{"lazy-pages"}, Usage: "run before the memory is read; it arrives on demand"},
+			&cli.StringFlag{Name: "page-server", Usage: "ADDR:PORT of the source's page server (checkpoint --lazy-pages)"},
+			&cli.DurationFlag{Name: "transfer-timeout", Usage: "longest the lazy transfer may take; then the container is killed (default 10m)"},
+		}, tlsFlags()...),
 		Action: restoreAction,
 	})
 }
@@ -57,7 +67,8 @@ func restoreAction(c *cli.Context) error {
 	opts := container.RestoreOptions{
 		Root: c.String("root"), ID: c.Args().First(), Bundle: c.String("bundle"), Runc: c.String("runc"),
 		ImagePath: c.String("image-path"), WorkPath: c.String("work-path"), EmptyNetNS: emptyNet,
-		CriuPath: criuPath(c),
+		CriuPath: criuPath(c), LazyPages: c.Bool("lazy"), PageServer: c.String("page-server"),
+		TLS: tlsOptions(c), TransferTimeout: c.Duration("transfer-timeout"),
 	}
 	named := false
 	for i, name := range []string{"stdin", "stdout", "stderr"} {
@@ -92,17 +103,43 @@ func restoreAction(c *cli.Context) error {
 		}
 	}
 
-	pid, err := container.Restore(c.Context, opts)
+	start := time.Now()
+	r, err := container.StartRestore(c.Context, opts)
 	if err != nil {
 		return err
 	}
+	if err := r.Finish(c.Context); err != nil {
+		return err
+	}
+	pid := r.Pid()
 	if p := c.String("pid-file"); p != "" {
 		if err := os.WriteFile(p, []byte(strconv.Itoa(pid)), 0o644); err != nil {
 			return err
 		}
 	}
+	if opts.LazyPages {
+		fmt.Fprintf(os.Stderr, "%s running after %s\n", opts.ID, time.Since(start).Round(time.Millisecond))
+	}
 	if !attached {
+		if !opts.LazyPages {
+			return nil
+		}
+		<-r.PagesIn()
+		if err := r.LazyErr(); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "%s: all pages in after %s\n", opts.ID, time.Since(start).Round(time.Millisecond))
 		return nil
+	}
+	if opts.LazyPages {
+		go func() {
+			<-r.PagesIn()
+			if err := r.LazyErr(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return
+			}
+			fmt.Fprintf(os.Stderr, "%s: all pages in after %s\n", opts.ID, time.Since(start).Round(time.Millisecond))
+		}()
 	}
 	return cli.Exit("", waitInit(pid))
 }

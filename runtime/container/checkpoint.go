@@ -65,6 +65,23 @@ type CheckpointOptions struct {
 	OnStage func(ctx context.Context, stage criu.Stage, pid int) error
 	// SkipHooks leaves out the container's action scripts (hooks.go).
 	SkipHooks bool
+
+	// LazyPages leaves the memory out of the images: once they are
+	// written (status-ready) CRIU serves it from a page server at
+	// PageServer, the container frozen, until one lazy restore has
+	// fetched every page. StartCheckpoint returns at status-ready;
+	// Checkpoint returns after the transfer.
+	LazyPages bool
+	// PageServer is ADDR:PORT for the lazy dump's page server. CRIU 4.2
+	// listens on the port on every address of its network namespace (it
+	// ignores the address of a lazy dump in RPC mode).
+	PageServer string
+	// TLS for the page server (CRIU's --tls options).
+	TLS TLS
+	// TransferTimeout bounds how long a lazy dump keeps the container
+	// frozen serving its memory; then criu is killed and the container
+	// thawed (0: DefaultTransferTimeout).
+	TransferTimeout time.Duration
 }
 
 // Checkpoint checkpoints a container runc runs. Without LeaveRunning the
@@ -72,7 +89,25 @@ type CheckpointOptions struct {
 // the id can be reused. A failed checkpoint leaves the container running
 // (CRIU rolls back) and no restorable image: CRIU's image files are
 // removed, its log is kept.
-func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata, retErr error) {
+// A lazy dump returns once the transfer ended (see StartCheckpoint).
+func Checkpoint(ctx context.Context, opts CheckpointOptions) (*image.Metadata, error) {
+	if !opts.LazyPages {
+		return checkpoint(ctx, opts, nil)
+	}
+	lc, err := StartCheckpoint(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	md, err := lc.Wait(ctx)
+	if ctx.Err() != nil {
+		lc.Abort(context.Background())
+		<-lc.Done()
+	}
+	return md, err
+}
+
+// checkpoint is Checkpoint; a lazy dump tells ready at status-ready.
+func checkpoint(ctx context.Context, opts CheckpointOptions, ready func(image.Metadata)) (_ *image.Metadata, retErr error) {
 	start := time.Now()
 	st, stateDir, err := runcstate.Load(opts.Root, opts.ID)
 	if err != nil {
@@ -146,11 +181,18 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 		LeaveRunning: opts.LeaveRunning, TCPEstablished: opts.TCPEstablished, ExtUnixSK: opts.ExtUnixSK,
 		ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, EmptyNetNS: opts.EmptyNetNS,
 		CgroupsMode: opts.CgroupsMode, ParentPath: opts.ParentPath, PreDump: opts.PreDump,
+		LazyPages: opts.LazyPages,
 	})
+	lazy, err := lazyDumpPlan(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
 	if !md.Options.EmptyNetNS && !opts.PreDump {
 		if ok, why := loopback.Only(cfg, pid); ok {
 			md.Options.EmptyNetNS, md.Options.LoopbackOnly = true, true
-			md.Options.CRIUInNetNS = !declaresActionScripts(cfg, opts.SkipHooks)
+			// A lazy dump's page server must be reachable from outside:
+			// criu stays in ckpt's network namespace.
+			md.Options.CRIUInNetNS = !declaresActionScripts(cfg, opts.SkipHooks) && !opts.LazyPages
 		} else {
 			log.G(ctx).WithField("reason", why).Debug("network namespace dumped with its contents")
 		}
@@ -192,6 +234,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if err != nil {
 		return nil, err
 	}
+	p.Lazy = lazy
 	onStage, err := checkpointStages(opts, cfg, imgPath)
 	if err != nil {
 		return nil, err
@@ -204,6 +247,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if opts.PreDump && !caps.PreDump() {
 		return nil, fmt.Errorf("pre-dump is not possible here: CRIU %s reports no memory change tracking (soft-dirty) on this kernel; checkpoint without --pre-dump", caps.Version)
 	}
+	if lazy != nil && !caps.Features.LazyPages {
+		return nil, fmt.Errorf("lazy pages are not possible here: CRIU %s reports no userfaultfd (non-cooperative) on this kernel", caps.Version)
+	}
 	md.CRIUVersion, md.CRIUVersionInt = caps.Version.String(), caps.Version.Int()
 	p.Caps = plan.CapsOf(caps)
 	copts, err := p.Opts()
@@ -214,7 +260,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (_ *image.Metadata,
 	if opts.PreDump {
 		err = preDump(ctx, s, caps, copts)
 	} else {
-		fd := &frozenDump{st: st, md: md, imgDir: imgDir, statsDir: statsDir, onStage: onStage, start: start}
+		fd := &frozenDump{st: st, md: md, imgDir: imgDir, statsDir: statsDir, onStage: onStage, start: start, ready: ready}
 		err = fd.run(ctx, s, copts)
 		if errors.Is(err, tmpfs.ErrChanged) {
 			log.G(ctx).WithError(err).Info("dumping again, with every tmpfs archived")

@@ -20,11 +20,18 @@ import (
 // CRIU still holds the frozen tasks: if it cannot be written, the answer is
 // false and CRIU resumes the container instead of killing it. After the
 // dump it is completed with CRIU's statistics and committed.
+//
+// A lazy dump (ready != nil) is complete at status-ready but for its
+// memory, which CRIU then serves until a lazy restore has fetched it:
+// ckpt.json is committed there, before ready is told, so that the restore
+// can start; after CRIU's final response it is rewritten with the
+// statistics.
 func dump(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts, md *image.Metadata, imgDir, statsDir *os.File, pid int,
-	onStage func(context.Context, criu.Stage, int) error, start time.Time) error {
+	onStage func(context.Context, criu.Stage, int) error, start time.Time, ready func(image.Metadata)) error {
 	var (
-		pending *image.PendingMetadata
-		froze   time.Time
+		pending   *image.PendingMetadata
+		froze     time.Time
+		committed bool
 	)
 	h := &criu.Handlers{
 		Any: func(ctx context.Context, n *criu.Notification) error {
@@ -49,6 +56,20 @@ func dump(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts, md *image.M
 			pending = p
 			return nil
 		},
+		StatusReady: func(context.Context) error {
+			if ready == nil {
+				return nil
+			}
+			md.Timings.TotalMs = time.Since(start).Milliseconds()
+			if pending != nil {
+				if err := pending.Commit(md); err != nil {
+					return fmt.Errorf("write checkpoint metadata: %w", err)
+				}
+				pending, committed = nil, true
+			}
+			ready(*md)
+			return nil
+		},
 	}
 	dumpStart := time.Now()
 	if _, err := s.Dump(ctx, copts, h); err != nil {
@@ -62,6 +83,9 @@ func dump(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts, md *image.M
 		log.G(ctx).WithError(err).Debug("no CRIU dump statistics")
 	}
 	md.Timings.TotalMs = time.Since(start).Milliseconds()
+	if committed {
+		return image.WriteMetadata(imgDir.Name(), md)
+	}
 	if pending == nil {
 		// CRIU always sends post-dump with notify_scripts; be safe anyway.
 		md.Created = time.Now().UTC()
@@ -79,6 +103,8 @@ type frozenDump struct {
 	imgDir, statsDir *os.File
 	onStage          func(context.Context, criu.Stage, int) error
 	start            time.Time
+	// ready is told at a lazy dump's status-ready (nil: not lazy).
+	ready func(image.Metadata)
 }
 
 func (d *frozenDump) run(ctx context.Context, s *criu.Session, copts *rpc.CriuOpts) error {
@@ -100,7 +126,7 @@ func (d *frozenDump) run(ctx context.Context, s *criu.Session, copts *rpc.CriuOp
 		}
 		return tmpfs.CheckUnchanged(pid, d.md.FreshTmpfs)
 	}
-	return dump(ctx, s, copts, d.md, d.imgDir, d.statsDir, pid, stage, d.start)
+	return dump(ctx, s, copts, d.md, d.imgDir, d.statsDir, pid, stage, d.start, d.ready)
 }
 
 // preDump copies the memory once. SINGLE_PRE_DUMP (CRIU >= 3.17) ends

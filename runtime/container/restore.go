@@ -79,6 +79,18 @@ type RestoreOptions struct {
 	// at setup-namespaces, before it restores the mount tree, rather than
 	// at post-setup-namespaces.
 	RootfsLate bool
+
+	// LazyPages restores without reading the memory: `criu lazy-pages`
+	// fills it in on demand and in the background, from the images, or
+	// from the source's page server at PageServer (ADDR:PORT, with TLS)
+	// for a checkpoint dumped with lazy pages. PagesIn tells when every
+	// page is in.
+	LazyPages  bool
+	PageServer string
+	TLS        TLS
+	// TransferTimeout bounds the lazy transfer after the restore; then the
+	// daemon and the container are killed (0: DefaultTransferTimeout).
+	TransferTimeout time.Duration
 }
 
 // Restoring is a restore that StartRestore returned at setup-namespaces:
@@ -112,6 +124,15 @@ type Restoring struct {
 	pid     int
 	criuPid int
 	written bool // runc's state.json exists
+
+	// lazy is the lazy-pages daemon of a lazy restore; pagesIn is closed
+	// when it has ended (lazyErr: how).
+	lazy    *lazyDaemon
+	pagesIn chan struct{}
+	lazyErr error
+	// initStart is the restored init's start time: a pid is only killed
+	// while it is still that process.
+	initStart uint64
 
 	// created is closed once Pid is real (setup-namespaces).
 	created     chan struct{}
@@ -155,7 +176,7 @@ func StartRestore(ctx context.Context, opts RestoreOptions) (*Restoring, error) 
 	r := &Restoring{
 		opts: opts, stateDir: stateDir, created: make(chan struct{}),
 		release: make(chan error, 1), done: make(chan struct{}),
-		runcChecked: make(chan error, 1),
+		runcChecked: make(chan error, 1), pagesIn: make(chan struct{}),
 	}
 	// `runc --version` is an exec (~5 ms): it runs while the restore is
 	// prepared and CRIU starts, and CRIU is asked to restore only once it
@@ -383,6 +404,9 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 		}
 		r.files = append(r.files, wd)
 		p.WorkDirFd = int32(wd.Fd())
+	}
+	if err := r.prepareLazy(ctx, p, imgPath, logDir); err != nil {
+		return cc, err
 	}
 	for _, ns := range plan.ExternalNamespaces(cfg) {
 		f, err := os.Open(ns.Path)

@@ -34,6 +34,7 @@ func (r *Restoring) run(ctx context.Context, cc criu.Config) {
 		log.G(ctx).WithField("pid", r.Pid()).Info("container restored")
 	}
 	r.cleanup(ctx, err != nil)
+	go r.watchLazy(context.WithoutCancel(ctx), err)
 }
 
 func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
@@ -76,14 +77,24 @@ func (r *Restoring) restore(ctx context.Context, cc criu.Config) error {
 	if err != nil {
 		return err
 	}
+	if r.lazy != nil && !caps.Features.LazyPages {
+		return fmt.Errorf("lazy restore is not possible here: CRIU %s reports no userfaultfd (non-cooperative) on this kernel", caps.Version)
+	}
 	r.planned.Caps = plan.CapsOf(caps)
 	copts, err := r.planned.Opts()
 	if err != nil {
 		return err
 	}
 	copts.CgRoot = roots
+	if r.lazy != nil {
+		stop := r.lazy.failFast(r.cancel)
+		defer stop()
+	}
 	pid, err := s.Restore(ctx, copts, r.handler())
 	if err != nil {
+		if lerr := r.lazy.failed(); lerr != nil {
+			return fmt.Errorf("criu lazy-pages failed: %w; the restore: %w", lerr, err)
+		}
 		return err
 	}
 	r.setPid(pid)
@@ -212,6 +223,9 @@ func (r *Restoring) writeState(ctx context.Context, pid int) error {
 		return fmt.Errorf("write runc state: %w", err)
 	}
 	r.mu.Lock()
+	r.initStart = stat.StartTime
+	r.mu.Unlock()
+	r.mu.Lock()
 	r.written = true
 	r.mu.Unlock()
 	if r.opts.Console != nil {
@@ -244,6 +258,9 @@ func (r *Restoring) console(ctx context.Context, master *os.File) error {
 func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 	logger := log.G(ctx)
 	if failed {
+		if r.lazy != nil {
+			r.lazy.kill() // before the cgroup goes: nothing feeds the tree now
+		}
 		if r.cgSetup != nil {
 			r.cgSetup.Wait() // nothing may still be creating it
 		}

@@ -176,3 +176,7 @@ func errorLines(path string) []string {
 	}
 	return lines
 }
+
+// LogErrors are the Error lines of a criu log (the last few), for callers
+// that run criu from its command line (criu lazy-pages).
+func LogErrors(path string) []string { return errorLines(path) }

@@ -184,6 +184,7 @@ func TestMetadataFormatVersion(t *testing.T) {
 		{name: "a tmpfs with inodes", edit: func(m *Metadata) {
 			m.FreshTmpfs[0].Entries = []TmpfsEntry{{Path: "null", Type: "char", Mode: 0o666, Major: 1, Minor: 3}}
 		}, want: 2},
+		{name: "memory left at a page server", edit: func(m *Metadata) { m.Options.LazyPages = true }, want: 3},
 	}
 	for _, tt := range tests {
 		m := sampleMetadata()

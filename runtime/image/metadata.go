@@ -16,8 +16,10 @@ const MetadataFile = "ckpt.json"
 // FormatVersion is the newest version of ckpt.json this ckpt reads and
 // writes. Version 2 brought criu_in_net_ns and the entries of a recreated
 // tmpfs: a ckpt that reads only version 1 would restore such an image
-// into its own network namespace, or with an empty /dev.
-const FormatVersion = 2
+// into its own network namespace, or with an empty /dev. Version 3 brought
+// lazy_pages: images without their memory, which an older ckpt would try to
+// restore in full.
+const FormatVersion = 3
 
 // MaxMetadataSize caps ckpt.json when reading it.
 const MaxMetadataSize = 1 << 20
@@ -78,6 +80,9 @@ type Options struct {
 	CgroupsMode string `json:"cgroups_mode,omitempty"`
 	ParentPath  string `json:"parent_path,omitempty"`
 	PreDump     bool   `json:"pre_dump,omitempty"`
+	// LazyPages: the memory is not in the images; it was served by the
+	// dumping criu's page server to one lazy restore.
+	LazyPages bool `json:"lazy_pages,omitempty"`
 	// ExternalNetNS and ExternalPidNS: the namespace was the spec's path
 	// and was not dumped; restore needs a namespace there again.
 	ExternalNetNS bool `json:"external_net_ns,omitempty"`
@@ -164,6 +169,9 @@ func (m *Metadata) Encode() ([]byte, error) {
 }
 
 func (m *Metadata) neededVersion() int {
+	if m.Options.LazyPages {
+		return 3
+	}
 	if m.Options.CRIUInNetNS || slices.ContainsFunc(m.FreshTmpfs, func(t FreshTmpfs) bool { return len(t.Entries) > 0 }) {
 		return 2
 	}

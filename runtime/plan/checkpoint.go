@@ -48,6 +48,9 @@ type Checkpoint struct {
 	ResolveDest func(dest string) string
 	Options     image.Options
 	Caps        Caps
+	// Lazy leaves the memory out of the images: CRIU serves it from a
+	// page server here once they are written (nil: a full dump).
+	Lazy *PageServer
 }
 
 // Normalize returns opts as they apply to cfg: empty_ns only for a network
@@ -117,6 +120,12 @@ func (p *Checkpoint) Opts() (*rpc.CriuOpts, error) {
 		// Pages unchanged since the parent (pre-)dump are not written again.
 		opts.ParentImg = ptr(o.ParentPath)
 		opts.TrackMem = ptr(true)
+	}
+	if o.PreDump && p.Lazy != nil {
+		return nil, errors.New("checkpoint plan: a pre-dump cannot be lazy")
+	}
+	if err := setLazyDump(opts, p.Lazy); err != nil {
+		return nil, err
 	}
 	if o.PreDump {
 		// A pre-dump copies memory only; mounts and files come with the dump.

@@ -70,6 +70,22 @@ func TestCheckpointOpts(t *testing.T) {
 			},
 		},
 		{
+			name: "lazy dump with a TLS page server",
+			edit: func(p *Checkpoint) {
+				p.Lazy = &PageServer{Host: "10.0.0.1", Port: 27000, TLS: TLS{Enabled: true, CACert: "/ca.pem"}}
+			},
+			check: func(t *testing.T, o *rpc.CriuOpts) {
+				if !o.GetLazyPages() || o.GetPs().GetPort() != 27000 || o.GetPs().GetAddress() != "10.0.0.1" || !o.GetTls() || o.GetTlsCacert() != "/ca.pem" {
+					t.Errorf("lazy options: %v", o)
+				}
+			},
+		},
+		{
+			name: "lazy pre-dump",
+			edit: func(p *Checkpoint) { p.Lazy = &PageServer{Port: 1}; p.Options.PreDump = true },
+			err:  "cannot be lazy",
+		},
+		{
 			name: "user options",
 			edit: func(p *Checkpoint) {
 				p.Options = image.Options{LeaveRunning: true, TCPEstablished: true, ExtUnixSK: true, ShellJob: true, FileLocks: true, EmptyNetNS: true, CgroupsMode: "strict"}

@@ -44,6 +44,9 @@ type Restore struct {
 	NsFds       map[configs.NamespaceType]int32
 	ResolveDest func(dest string) string
 	Caps        Caps
+	// LazyPages restores without the memory: a criu lazy-pages daemon
+	// fills it in on demand through userfaultfd.
+	LazyPages bool
 }
 
 // Opts builds the request options.
@@ -58,6 +61,9 @@ func (p *Restore) Opts() (*rpc.CriuOpts, error) {
 	o := p.Options
 	if o.PreDump {
 		return nil, errors.New("the image is a pre-dump: it only holds memory for a later checkpoint's --parent-path and cannot be restored")
+	}
+	if o.LazyPages && !p.LazyPages {
+		return nil, errors.New("the checkpoint was dumped with lazy pages: its memory is not in the images but at the source's page server; restore it lazily from there")
 	}
 	mode, err := CgroupsMode(o.CgroupsMode)
 	if err != nil {
@@ -87,6 +93,9 @@ func (p *Restore) Opts() (*rpc.CriuOpts, error) {
 		ConfigFile:      criuConfigFile(cfg),
 	}
 	setShared(opts, cfg, o, p.Caps, p.WorkDirFd)
+	if p.LazyPages {
+		opts.LazyPages = ptr(true)
+	}
 	if p.CgroupYard != "" {
 		opts.CgroupYard = ptr(p.CgroupYard)
 	}

@@ -45,6 +45,20 @@ func TestRestoreOpts(t *testing.T) {
 			},
 		},
 		{
+			name: "lazy pages",
+			edit: func(p *Restore) { p.LazyPages = true },
+			check: func(t *testing.T, o *rpc.CriuOpts) {
+				if !o.GetLazyPages() {
+					t.Errorf("lazy_pages not set: %v", o)
+				}
+			},
+		},
+		{
+			name: "an image without memory restored in full",
+			edit: func(p *Restore) { p.Options.LazyPages = true },
+			err:  "dumped with lazy pages",
+		},
+		{
 			name: "cgroup yard",
 			edit: func(p *Restore) { p.CgroupYard = "/sys/fs/cgroup" },
 			check: func(t *testing.T, o *rpc.CriuOpts) {

@@ -202,6 +202,11 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 	if s.engine == nil {
 		return fmt.Errorf("restore: this shim has no checkpoint/restore engine: %w", errdefs.ErrNotImplemented)
 	}
+	// A mistake in the restore annotations fails before anything is made.
+	annotations, err := policy.ReadAnnotations(c.bundle)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	work := workDir(c.bundle, opts.CriuWorkPath)
 	c.criuWork = work
 	if c.ctrdCheckpoint = ctrdCheckpointDir(checkpoint, opts, os.Getenv); c.ctrdCheckpoint != "" {
@@ -214,6 +219,9 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 		Root: c.runc.Root, ID: c.id, Runc: c.runc.Command, Bundle: c.bundle,
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
 		RootfsLate: c.madeByCRI,
+	}
+	if err := applyRestoreAnnotations(&req, annotations); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	if p.stdio.Terminal {
 		req.Console = p.io.takeRestoredMaster
