@@ -54,7 +54,7 @@ func TestDockerSoak(t *testing.T) {
 			t.Logf("cycle %d: %s", i, soak.MeasureTarget(tg))
 		}
 	}
-	end := soak.MeasureTarget(tg)
+	end := soak.Settled(func() soak.Sample { return soak.MeasureTarget(tg) }, base)
 	t.Logf("%d cycles\nstart: %s\nbase:  %s (after %d cycles)\nend:   %s", cycles, start, base, warmup, end)
 	if g := end.Growth(base); len(g) > 0 {
 		t.Errorf("grew after the warm-up: %s", strings.Join(g, ", "))
