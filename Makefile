@@ -57,11 +57,14 @@ bench: build
 bench-pods: build
 	cd bench && $(GO) run . -pods 10 -out ../results
 
-# 1,000 checkpoint/restore cycles through the shim, printing failures and
-# growth (docs/soak.md); SOAK_FLAGS="-cycles 300" for a shorter run.
+# 1,000 checkpoint/restore cycles through the shim with containerd's
+# client and 100 through `docker checkpoint`, printing failures and growth
+# (docs/soak.md); SOAK_FLAGS="-cycles 300" SOAK_DOCKER_CYCLES=20 for less.
+SOAK_DOCKER_CYCLES ?= 100
 .PHONY: soak
 soak:
 	$(GO) run ./integration/soak/cmd $(SOAK_FLAGS)
+	CKPT_SOAK_DOCKER_CYCLES=$(SOAK_DOCKER_CYCLES) $(GO) test -count=1 -v -timeout 30m -run 'TestDockerSoak$$' ./integration/docker/
 
 demo: build
 	bash scripts/demo.sh

@@ -40,6 +40,7 @@ func TestDockerSoak(t *testing.T) {
 	name := "soak"
 	e.runCounter(t, name, "--runtime", ckptRuntime().name)
 	start := soak.MeasureTarget(tg)
+	rss0 := []int{soak.RSSKiB(tg.Daemons[0]), soak.RSSKiB(tg.Daemons[1])}
 	base := start
 	for i := 1; i <= cycles; i++ {
 		cp := fmt.Sprintf("soak%d", i)
@@ -54,8 +55,9 @@ func TestDockerSoak(t *testing.T) {
 			t.Logf("cycle %d: %s", i, soak.MeasureTarget(tg))
 		}
 	}
-	end := soak.MeasureTarget(tg)
+	end := soak.Settled(func() soak.Sample { return soak.MeasureTarget(tg) }, base)
 	t.Logf("%d cycles\nstart: %s\nbase:  %s (after %d cycles)\nend:   %s", cycles, start, base, warmup, end)
+	t.Logf("rss at the end: containerd %d KiB, dockerd %d KiB (start: %d, %d)", soak.RSSKiB(tg.Daemons[0]), soak.RSSKiB(tg.Daemons[1]), rss0[0], rss0[1])
 	if g := end.Growth(base); len(g) > 0 {
 		t.Errorf("grew after the warm-up: %s", strings.Join(g, ", "))
 	}

@@ -107,14 +107,7 @@ func Containerd(ctx context.Context, d *harness.Daemon, cfg Config) (Result, err
 		}
 	}
 	res.Elapsed = time.Since(start)
-	res.End = Measure(d)
-	// A descriptor or mount held for an instant (containerd's GC, the
-	// last cycle's shim exiting) is not a leak: a count must stay up
-	// for a second to count as growth.
-	for i := 0; i < 10 && len(res.End.Growth(res.Base)) > 0; i++ {
-		time.Sleep(100 * time.Millisecond)
-		res.End = Measure(d)
-	}
+	res.End = Settled(func() Sample { return Measure(d) }, res.Base)
 	return res, nil
 }
 
@@ -265,4 +258,17 @@ func (l *lines) waitLines(ctx context.Context, n int, timeout time.Duration) err
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Settled is the sample measure takes once no count is above base, or
+// after a second. A descriptor or mount held for an instant (containerd's
+// GC, the last cycle's shim exiting) is not a leak: a count must stay up
+// for a second to count as growth.
+func Settled(measure func() Sample, base Sample) Sample {
+	s := measure()
+	for i := 0; i < 10 && len(s.Growth(base)) > 0; i++ {
+		time.Sleep(100 * time.Millisecond)
+		s = measure()
+	}
+	return s
 }

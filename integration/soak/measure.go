@@ -200,6 +200,12 @@ func fds(pid int) int {
 	return len(es)
 }
 
+// RSSKiB is a process's resident memory in KiB (0 if gone).
+func RSSKiB(pid int) int {
+	rss, _ := memory(pid)
+	return rss
+}
+
 // memory reads a process's Rss and Pss in KiB.
 func memory(pid int) (rss, pss int) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
