@@ -27,3 +27,7 @@ func (engine) StartRestore(ctx context.Context, opts container.RestoreOptions) (
 func (engine) Pause(ctx context.Context, root, id string) error { return container.Pause(root, id) }
 
 func (engine) Resume(ctx context.Context, root, id string) error { return container.Resume(root, id) }
+
+func (engine) RemoveLeftover(ctx context.Context, root, id string) error {
+	return container.RemoveLeftover(ctx, root, id)
+}

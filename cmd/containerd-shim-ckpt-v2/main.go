@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 
-	"github.com/ckpt-dev/ckpt/runtime/container"
 	ckptshim "github.com/ckpt-dev/ckpt/runtime/shim"
 	"github.com/containerd/containerd/v2/pkg/shim"
 )
@@ -14,6 +13,5 @@ import (
 func main() {
 	ckptshim.WarmCgroupLock()
 	ckptshim.RegisterPlugin(engine{})
-	ckptshim.RemoveLeftover = container.RemoveLeftover
-	shim.Run(context.Background(), ckptshim.NewManager(ckptshim.RuntimeName))
+	shim.Run(context.Background(), ckptshim.NewManager(ckptshim.RuntimeName, engine{}))
 }

@@ -24,6 +24,11 @@ type Engine interface {
 	// as id, as `runc pause` and `runc resume` do, without an exec.
 	Pause(ctx context.Context, root, id string) error
 	Resume(ctx context.Context, root, id string) error
+	// RemoveLeftover removes what a restore of id under root left when
+	// the process that ran it died (its shim was killed): criu's tasks,
+	// mounts, cgroups and state dir, which runc cannot see before CRIU's
+	// post-restore. Nothing is done while that process lives.
+	RemoveLeftover(ctx context.Context, root, id string) error
 }
 
 // Restore is a restore that StartRestore returned (see there).

@@ -77,9 +77,15 @@ func leaveBundle() error {
 // NewManager is the shim.Manager of containerd's (<= 2.2) bootstrap: the
 // "start" action spawns the long-lived shim and prints its address as
 // JSON, which containerd 2.3+ daemons still accept.
-func NewManager(name string) cdshim.Manager { return manager{name: name} }
+func NewManager(name string, engine Engine) cdshim.Manager {
+	return manager{name: name, engine: engine}
+}
 
-type manager struct{ name string }
+type manager struct {
+	name string
+	// engine removes a dead shim's restore leftovers in Stop; may be nil.
+	engine Engine
+}
 
 func (m manager) Name() string { return m.name }
 
@@ -284,9 +290,9 @@ func (m manager) Stop(ctx context.Context, id string) (cdshim.StopStatus, error)
 		rc = runtimeConfigOf(ns, &options.Options{})
 	}
 	// A shim killed in a restore leaves criu's tasks, mounts and cgroups
-	// that runc knows nothing of (runtime/container/leftover.go).
-	if RemoveLeftover != nil {
-		if err := RemoveLeftover(ctx, rc.Root, id); err != nil {
+	// that runc knows nothing of: the engine recorded them.
+	if m.engine != nil {
+		if err := m.engine.RemoveLeftover(ctx, rc.Root, id); err != nil {
 			log.G(ctx).WithError(err).Warn("remove what the dead shim's restore left")
 		}
 	}

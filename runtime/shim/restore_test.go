@@ -38,8 +38,9 @@ type fakeEngine struct {
 func (e *fakeEngine) Checkpoint(context.Context, rcontainer.CheckpointOptions) error {
 	return errdefs.ErrNotImplemented
 }
-func (e *fakeEngine) Pause(context.Context, string, string) error  { return errdefs.ErrNotImplemented }
-func (e *fakeEngine) Resume(context.Context, string, string) error { return errdefs.ErrNotImplemented }
+func (e *fakeEngine) Pause(context.Context, string, string) error          { return errdefs.ErrNotImplemented }
+func (e *fakeEngine) Resume(context.Context, string, string) error         { return errdefs.ErrNotImplemented }
+func (e *fakeEngine) RemoveLeftover(context.Context, string, string) error { return nil }
 
 func (e *fakeEngine) StartRestore(ctx context.Context, opts rcontainer.RestoreOptions) (Restore, error) {
 	e.mu.Lock()
