@@ -57,6 +57,8 @@ cleanup() {
     done
   fi
   find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$NS" -exec rmdir {} + 2>/dev/null
+  # The shim's runc root for the namespace (empty once the tasks are gone).
+  rmdir "/run/containerd/ckpt/$NS" 2>/dev/null
   awk -v d="$dir" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip netns del "$A" 2>/dev/null
   ip netns del "$B" 2>/dev/null
