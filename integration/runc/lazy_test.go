@@ -188,11 +188,22 @@ func assertNoLazyDaemon(t *testing.T, workDir string) {
 // setup-namespaces of the restore.
 func lazyMove(t *testing.T, c *ctr, timeout time.Duration) (*container.LazyCheckpoint, *container.Restoring, container.RestoreOptions) {
 	t.Helper()
+	lc, r, opts, err := lazyMoveTLS(t, c, timeout, container.TLS{}, container.TLS{})
+	if err != nil {
+		t.Fatalf("lazy restore: %v", err)
+	}
+	return lc, r, opts
+}
+
+// lazyMoveTLS is lazyMove with TLS at the source (src) and the target
+// (dst); the restore's error is returned.
+func lazyMoveTLS(t *testing.T, c *ctr, timeout time.Duration, src, dst container.TLS) (*container.LazyCheckpoint, *container.Restoring, container.RestoreOptions, error) {
+	t.Helper()
 	addr := freePort(t)
 	images := filepath.Join(t.TempDir(), "images")
 	lc, err := container.StartCheckpoint(ctx(t), container.CheckpointOptions{
 		Root: c.root, ID: c.id, ImagePath: images, LazyPages: true, PageServer: addr,
-		TransferTimeout: timeout,
+		TransferTimeout: timeout, TLS: src,
 	})
 	if err != nil {
 		t.Fatalf("lazy checkpoint: %v", err)
@@ -204,12 +215,12 @@ func lazyMove(t *testing.T, c *ctr, timeout time.Duration) (*container.LazyCheck
 	// Not the source's id with a suffix: runc list's output is searched
 	// for ids.
 	opts := c.restoreOpts(copyImages(t, images), fmt.Sprintf("moved-%d-%d", os.Getpid(), seq.Add(1)))
-	opts.LazyPages, opts.PageServer, opts.TransferTimeout = true, addr, time.Minute
+	opts.LazyPages, opts.PageServer, opts.TransferTimeout, opts.TLS = true, addr, time.Minute, dst
 	r, err := container.StartRestore(ctx(t), opts)
 	if err != nil {
-		t.Fatalf("lazy restore from %s: %v", addr, err)
+		return lc, nil, opts, err
 	}
-	return lc, r, opts
+	return lc, r, opts, nil
 }
 
 // TestLazyMigrationLoopback: post-copy between two runc containers on one
