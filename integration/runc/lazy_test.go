@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,28 +189,45 @@ func assertNoLazyDaemon(t *testing.T, workDir string) {
 // setup-namespaces of the restore.
 func lazyMove(t *testing.T, c *ctr, timeout time.Duration) (*container.LazyCheckpoint, *container.Restoring, container.RestoreOptions) {
 	t.Helper()
+	lc, r, opts, err := lazyMoveTLS(t, c, timeout, container.TLS{}, container.TLS{})
+	if err != nil {
+		t.Fatalf("lazy restore: %v", err)
+	}
+	return lc, r, opts
+}
+
+// lazyMoveTLS is lazyMove with TLS at the source (src) and the target
+// (dst); the restore's error is returned.
+func lazyMoveTLS(t *testing.T, c *ctr, timeout time.Duration, src, dst container.TLS) (*container.LazyCheckpoint, *container.Restoring, container.RestoreOptions, error) {
+	t.Helper()
 	addr := freePort(t)
 	images := filepath.Join(t.TempDir(), "images")
 	lc, err := container.StartCheckpoint(ctx(t), container.CheckpointOptions{
 		Root: c.root, ID: c.id, ImagePath: images, LazyPages: true, PageServer: addr,
-		TransferTimeout: timeout,
+		TransferTimeout: timeout, TLS: src,
 	})
 	if err != nil {
 		t.Fatalf("lazy checkpoint: %v", err)
 	}
 	t.Cleanup(func() { lc.Abort(context.Background()) })
+	// CRIU ignores the address of a lazy dump's page server in RPC mode;
+	// ckpt passes it in a config file.
+	_, port, _ := net.SplitHostPort(addr)
+	if got := listeners(port); len(got) != 1 || got[0] != "0100007F" {
+		t.Errorf("page server listens on %v (hex, /proc/net/tcp*), want only 127.0.0.1 (0100007F)", got)
+	}
 	if md := lc.Metadata(); !md.Options.LazyPages {
 		t.Fatalf("ckpt.json at status-ready does not say lazy_pages: %+v", md.Options)
 	}
 	// Not the source's id with a suffix: runc list's output is searched
 	// for ids.
 	opts := c.restoreOpts(copyImages(t, images), fmt.Sprintf("moved-%d-%d", os.Getpid(), seq.Add(1)))
-	opts.LazyPages, opts.PageServer, opts.TransferTimeout = true, addr, time.Minute
+	opts.LazyPages, opts.PageServer, opts.TransferTimeout, opts.TLS = true, addr, time.Minute, dst
 	r, err := container.StartRestore(ctx(t), opts)
 	if err != nil {
-		t.Fatalf("lazy restore from %s: %v", addr, err)
+		return lc, nil, opts, err
 	}
-	return lc, r, opts
+	return lc, r, opts, nil
 }
 
 // TestLazyMigrationLoopback: post-copy between two runc containers on one
@@ -346,4 +364,24 @@ func killLazyDaemon(t *testing.T, workDir string) {
 		}
 	}
 	t.Fatalf("no criu lazy-pages for %s", workDir)
+}
+
+// listeners are the local addresses (hex, as /proc/net/tcp shows them) of
+// the TCP sockets listening on port in this network namespace.
+func listeners(port string) []string {
+	want, _ := strconv.Atoi(port)
+	var out []string
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		for _, l := range strings.Split(readFile(f), "\n") {
+			fs := strings.Fields(l)
+			if len(fs) < 4 || fs[3] != "0A" {
+				continue
+			}
+			i := strings.LastIndex(fs[1], ":")
+			if p, err := strconv.ParseUint(fs[1][i+1:], 16, 32); err == nil && int(p) == want {
+				out = append(out, fs[1][:i])
+			}
+		}
+	}
+	return out
 }

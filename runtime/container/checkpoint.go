@@ -72,9 +72,8 @@ type CheckpointOptions struct {
 	// fetched every page. StartCheckpoint returns at status-ready;
 	// Checkpoint returns after the transfer.
 	LazyPages bool
-	// PageServer is ADDR:PORT for the lazy dump's page server. CRIU 4.2
-	// listens on the port on every address of its network namespace (it
-	// ignores the address of a lazy dump in RPC mode).
+	// PageServer is ADDR:PORT for the lazy dump's page server (":PORT":
+	// every address); see bindPageServer.
 	PageServer string
 	// TLS for the page server (CRIU's --tls options).
 	TLS TLS
@@ -253,6 +252,11 @@ func checkpoint(ctx context.Context, opts CheckpointOptions, ready func(image.Me
 	md.CRIUVersion, md.CRIUVersionInt = caps.Version.String(), caps.Version.Int()
 	p.Caps = plan.CapsOf(caps)
 	copts, err := p.Opts()
+	if err == nil && lazy != nil {
+		// CRIU reads it when the request comes.
+		defer os.Remove(filepath.Join(logDir, lazyConfigFile))
+		err = bindPageServer(ctx, copts, lazy, logDir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +271,7 @@ func checkpoint(ctx context.Context, opts CheckpointOptions, ready func(image.Me
 			s.Close()
 			md.FreshTmpfs, p.FreshTmpfs = nil, nil
 			if s, err = criu.Start(ctx, criuCfg); err == nil {
-				if copts, err = p.Opts(); err == nil {
+				if copts, err = p.Opts(); err == nil && bindPageServer(ctx, copts, lazy, logDir) == nil {
 					err = fd.run(ctx, s, copts)
 				}
 			}

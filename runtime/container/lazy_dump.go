@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
 	"github.com/containerd/log"
@@ -221,4 +223,29 @@ func hasCapSysResource() bool {
 		}
 	}
 	return false
+}
+
+// lazyConfigFile is the CRIU config file bindPageServer writes.
+const lazyConfigFile = "criu-lazy.conf"
+
+// bindPageServer makes a lazy dump's page server listen on the address
+// asked for. CRIU 4.2 ignores ps.address of a lazy dump in RPC mode, but
+// the RPC config file, read after the request's options, may set it. A
+// container that brings a CRIU config file of its own (org.criu.config)
+// keeps it, and the page server listens on every address.
+func bindPageServer(ctx context.Context, copts *rpc.CriuOpts, ps *plan.PageServer, dir string) error {
+	if ps == nil || ps.Host == "" {
+		return nil
+	}
+	if copts.ConfigFile != nil {
+		log.G(ctx).WithField("config-file", copts.GetConfigFile()).
+			Warn("the container has a CRIU config file: the lazy page server listens on every address, not only " + ps.Host)
+		return nil
+	}
+	path := filepath.Join(dir, lazyConfigFile)
+	if err := os.WriteFile(path, []byte("address "+ps.Host+"\n"), 0o600); err != nil {
+		return fmt.Errorf("lazy dump: write the page server's address for CRIU: %w", err)
+	}
+	copts.ConfigFile = &path
+	return nil
 }

@@ -116,7 +116,12 @@ func startLazyDaemon(ctx context.Context, criuPath, imgDir, workDir string, ps *
 
 func (d *lazyDaemon) wait() {
 	status, err := d.mon.Wait(d.cmd, d.ec)
-	if err == nil && status != 0 {
+	switch {
+	case err == nil && status < 0:
+		// go-runc's default monitor reports a death by signal as -1
+		// (containerd's reaper as 128+signal).
+		err = errors.New("killed by a signal")
+	case err == nil && status != 0:
 		err = fmt.Errorf("exited with status %d", status)
 	}
 	if err != nil {

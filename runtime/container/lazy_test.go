@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"github.com/ckpt-dev/ckpt/runtime/plan"
 )
 
 func TestEnsureLazyPipes(t *testing.T) {
@@ -64,5 +67,40 @@ func TestLazyPipeBytes(t *testing.T) {
 	// CRIU asks for 819 pages of 4 KiB; the kernel rounds to 1024.
 	if os.Getpagesize() == 4096 && lazyPipeBytes() != 4<<20 {
 		t.Errorf("lazyPipeBytes %d, want 4 MiB", lazyPipeBytes())
+	}
+}
+
+func TestBindPageServer(t *testing.T) {
+	own := "/etc/criu/own.conf"
+	tests := []struct {
+		name       string
+		ps         *plan.PageServer
+		configFile *string
+		want       string // config file content; "" none written
+	}{
+		{name: "not lazy"},
+		{name: "every address asked for", ps: &plan.PageServer{Port: 1}},
+		{name: "an address", ps: &plan.PageServer{Host: "10.0.0.1", Port: 1}, want: "address 10.0.0.1\n"},
+		{name: "the container's own config file", ps: &plan.PageServer{Host: "10.0.0.1", Port: 1}, configFile: &own},
+	}
+	for _, tt := range tests {
+		dir := t.TempDir()
+		o := &rpc.CriuOpts{ConfigFile: tt.configFile}
+		if err := bindPageServer(context.Background(), o, tt.ps, dir); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, lazyConfigFile))
+		if tt.want == "" {
+			if err == nil {
+				t.Errorf("%s: config file written: %q", tt.name, data)
+			}
+			if o.ConfigFile != tt.configFile {
+				t.Errorf("%s: config file changed to %q", tt.name, o.GetConfigFile())
+			}
+			continue
+		}
+		if string(data) != tt.want || o.GetConfigFile() != filepath.Join(dir, lazyConfigFile) {
+			t.Errorf("%s: %q in %q, want %q", tt.name, data, o.GetConfigFile(), tt.want)
+		}
 	}
 }

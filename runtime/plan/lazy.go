@@ -92,7 +92,7 @@ func setLazyDump(opts *rpc.CriuOpts, ps *PageServer) error {
 	}
 	opts.LazyPages = ptr(true)
 	// CRIU 4.2 ignores the address of a lazy dump's page server in RPC
-	// mode and listens on every address of criu's network namespace.
+	// mode; runtime/container passes it in a config file too.
 	opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(ps.Host), Port: ptr(int32(ps.Port))}
 	if ps.TLS.Enabled {
 		opts.Tls = ptr(true)
