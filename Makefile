@@ -7,9 +7,9 @@ PKGS    := ./...
 # runc, containerd and iptables state: one package at a time.
 INTEGRATION := ./integration/...
 # The second containerd of the matrix (scripts/setup-clients.sh): the
-# Go client, ctr, CRI and Docker suites run again on it.
+# Go client, ctr, CRI, Docker and nerdctl suites run again on it.
 CONTAINERD_2_4 ?= /opt/ckpt-containerd/v2.4.2/bin/containerd
-INTEGRATION_2_4 := ./integration/containerd/ ./integration/cri/ ./integration/docker/
+INTEGRATION_2_4 := ./integration/containerd/ ./integration/cri/ ./integration/docker/ ./integration/nerdctl/
 
 .PHONY: all build setup test test-in-container unit integration demo demo-migrate bench lint clean install
 
