@@ -299,7 +299,7 @@ func (m manager) Stop(ctx context.Context, id string) (cdshim.StopStatus, error)
 	if err := deleteContainer(ctx, rc.newRunc(bundle), id, true); err != nil {
 		log.G(ctx).WithError(err).Warn("delete the runc container")
 	}
-	cleanupDeadRestore(ctx, bundle, id, rc)
+	cleanupDeadRestore(ctx, bundle)
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}
