@@ -113,31 +113,7 @@ func TestCheckpointRestore(t *testing.T) {
 	task, statusC, after := restoreTask(t, d, ctx, c, client.WithTaskCheckpoint(checkpoint))
 	expectContinues(t, before, after)
 
-	spec, err := c.Spec(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pspec := *spec.Process
-	pspec.Args = []string{"sh", "-c", "echo exec-after-restore"}
-	eout := &syncBuffer{}
-	p, err := task.Exec(ctx, "after-restore", &pspec, streams(d, nil, eout, nil, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st := waitStatus(t, pc, 10*time.Second); st.ExitCode() != 0 {
-		t.Errorf("exec in the restored task: exit %d", st.ExitCode())
-	}
-	p.Delete(ctx)
-	if eout.String() != "exec-after-restore\n" {
-		t.Errorf("exec output %q", eout.String())
-	}
+	execEcho(t, d, ctx, c, task, "exec-after-restore")
 
 	if err := task.Kill(ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -215,3 +215,34 @@ func startTTYShell(t *testing.T, d *harness.Daemon, ctx context.Context) (client
 	task, statusC := startTask(t, ctx, c, streams(d, stdin, out, nil, true))
 	return c, task, statusC, typed, out
 }
+
+// execEcho execs `echo word` in task, as a user's `ctr task exec` would,
+// and checks that it ran there and printed word.
+func execEcho(t *testing.T, d *harness.Daemon, ctx context.Context, c client.Container, task client.Task, word string) {
+	t.Helper()
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pspec := *spec.Process
+	pspec.Args = []string{"sh", "-c", "echo " + word}
+	out := &syncBuffer{}
+	p, err := task.Exec(ctx, word, &pspec, streams(d, nil, out, nil, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitStatus(t, pc, 10*time.Second); st.ExitCode() != 0 {
+		t.Errorf("exec %q: exit %d", word, st.ExitCode())
+	}
+	p.Delete(ctx)
+	if out.String() != word+"\n" {
+		t.Errorf("exec %q printed %q", word, out.String())
+	}
+}

@@ -72,31 +72,7 @@ func TestContainerdRestartManageTask(t *testing.T) {
 	if st, err := task.Status(ctx); err != nil || st.Status != client.Running {
 		t.Fatalf("after the restart the task is %v (%v); want running", st.Status, err)
 	}
-	spec, err := c.Spec(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pspec := *spec.Process
-	pspec.Args = []string{"sh", "-c", "echo exec-after-restart"}
-	eout := &syncBuffer{}
-	p, err := task.Exec(ctx, "after-restart", &pspec, streams(d, nil, eout, nil, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st := waitStatus(t, pc, 10*time.Second); st.ExitCode() != 0 {
-		t.Errorf("exec after the restart: exit %d", st.ExitCode())
-	}
-	p.Delete(ctx)
-	if eout.String() != "exec-after-restart\n" {
-		t.Errorf("exec output %q", eout.String())
-	}
+	execEcho(t, d, ctx, c, task, "exec-after-restart")
 
 	statusC, err := task.Wait(ctx)
 	if err != nil {
