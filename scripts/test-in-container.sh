@@ -242,7 +242,7 @@ flock -u 9
 # the shared Go build cache hits.
 inner='set -euo pipefail
 # make integration keeps go test'"'"'s full output there; keep it for the reader.
-trap '"'"'[ -f /tmp/ckpt-integration.log ] && cp /tmp/ckpt-integration.log "/ckpt-logs/nested-$CKPT_RUN-integration.log" || true'"'"' EXIT
+trap '"'"'for l in integration integration-2.4; do [ -f /tmp/ckpt-$l.log ] && cp /tmp/ckpt-$l.log "/ckpt-logs/nested-$CKPT_RUN-$l.log"; done; true'"'"' EXIT
 mkdir -p "$CKPT_TOP"
 tar -C /src --exclude=./bin -cf - . | tar -C "$CKPT_TOP" -xf -
 cd "$CKPT_TOP"
