@@ -167,6 +167,15 @@ func checkpoint(ctx context.Context, opts CheckpointOptions, ready func(image.Me
 		defer wd.Close()
 		logDir, workFd, statsDir = opts.WorkPath, int32(wd.Fd()), wd
 	}
+	defer func() {
+		// Before the partial image goes: a killed criu's yard is mounted
+		// there when there is no work dir.
+		if retErr != nil {
+			if err := unmountCRIUYards(logDir); err != nil {
+				log.G(ctx).WithError(err).Warn("the cgroup yard a killed criu left")
+			}
+		}
+	}()
 	logName := "dump.log"
 	if opts.PreDump {
 		logName = "pre-dump.log"

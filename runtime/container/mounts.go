@@ -159,3 +159,24 @@ func onTmpfs(path string, mounts []*configs.Mount) bool {
 	}
 	return false
 }
+
+// criuYardPrefix starts the dir CRIU makes in its work dir to mount the
+// cgroup hierarchies in when it is given no cgroup yard (a host whose
+// /sys/fs/cgroup does not hold every hierarchy whole, e.g. a container's
+// private cgroup namespace). CRIU unmounts it as it exits; a criu that is
+// killed leaves it mounted.
+const criuYardPrefix = ".criu.cgyard."
+
+// unmountCRIUYards unmounts and removes the cgroup yards a killed criu
+// left in workDir. Nothing is done where none is left.
+func unmountCRIUYards(workDir string) error {
+	yards, err := filepath.Glob(filepath.Join(workDir, criuYardPrefix+"*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, y := range yards {
+		errs = append(errs, removeUnmounted(y))
+	}
+	return errors.Join(errs...)
+}

@@ -110,6 +110,9 @@ type Restoring struct {
 	cg       cgroups.Manager
 	cgSetup  *cgroup.Setup // where criu does not join the cgroup
 	criuRoot string
+	// criuWorkDir is CRIU's work dir (its log's), where a killed criu
+	// leaves its cgroup yard mounted.
+	criuWorkDir string
 	// tmpfsDirs hold the new tmpfs mounts of the image's empty ones.
 	tmpfsDirs []string
 	files     []*os.File
@@ -341,6 +344,7 @@ func (r *Restoring) prepare(ctx context.Context) (criu.Config, error) {
 			return cc, err
 		}
 	}
+	r.criuWorkDir = logDir
 	rec := &restoreRecord{Root: opts.Root, ID: opts.ID, LogFile: filepath.Join(logDir, "restore.log")}
 	if err := writeRecord(r.workDir, rec); err != nil {
 		return cc, fmt.Errorf("record the restore in %s: %w", r.workDir, err)

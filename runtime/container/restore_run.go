@@ -290,6 +290,9 @@ func (r *Restoring) cleanup(ctx context.Context, failed bool) {
 		}
 	}
 	r.tmpfsDirs = nil
+	if err := unmountCRIUYards(r.criuWorkDir); err != nil {
+		logger.WithError(err).Warn("cleanup: the cgroup yard a killed criu left")
+	}
 	if r.netns != nil {
 		r.netns.Close()
 		r.netns = nil
