@@ -163,6 +163,11 @@ func RemoveLeftover(ctx context.Context, root, id string) error {
 			errs = append(errs, fmt.Errorf("cgroup: %w", err))
 		}
 	}
+	if rec.LogFile != "" {
+		if err := unmountCRIUYards(filepath.Dir(rec.LogFile)); err != nil {
+			errs = append(errs, fmt.Errorf("criu's cgroup yard: %w", err))
+		}
+	}
 	if err := removeUnmounted(dir); err != nil {
 		errs = append(errs, err)
 	}
