@@ -203,14 +203,7 @@ func TestCheckpointImagePath(t *testing.T) {
 	c := newContainer(t, d, ctx, counter)
 	topics := watchEvents(t, d, ctx, c.ID())
 	task, statusC, before := startCounter(t, d, ctx, c)
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 	topics.expect(t, []string{"/tasks/checkpointed", "/tasks/exit"}, 10*time.Second)
 	if imgs, _ := filepath.Glob(filepath.Join(dir, "*.img")); len(imgs) == 0 {
 		t.Fatalf("no CRIU image in %s", dir)
@@ -238,14 +231,7 @@ func TestCheckpointPaused(t *testing.T) {
 	if err := task.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 	nc := newContainer(t, d, ctx, counter)
 	ntask, nstatusC, after := restoreTask(t, d, ctx, nc, client.WithRestoreImagePath(dir))
 	expectContinues(t, before, after)
@@ -275,14 +261,7 @@ func TestCheckpointRestorePTY(t *testing.T) {
 	waitOutput(t, out, "set-41", 10*time.Second)
 	waitOutput(t, out, "21 61", 10*time.Second)
 
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 
 	nc := newContainer(t, d, ctx, []string{"sh"}, oci.WithTTY)
 	nstdin, ntyped := io.Pipe()

@@ -44,14 +44,7 @@ func TestShimRestoreCriuKilled(t *testing.T) {
 	ctx := testContext(t, d)
 	c := newContainer(t, d, ctx, counter)
 	task, statusC, _ := startCounter(t, d, ctx, c)
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 
 	nc := newContainer(t, d, ctx, counter)
 	ntask, err := nc.NewTask(ctx, streams(d, nil, &syncBuffer{}, nil, false), client.WithRestoreImagePath(dir))
@@ -141,14 +134,7 @@ func TestShimKilledInRestore(t *testing.T) {
 	ctx := testContext(t, d)
 	c := newContainer(t, d, ctx, counter)
 	task, statusC, _ := startCounter(t, d, ctx, c)
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 	nc := newContainer(t, d, ctx, counter)
 	ntask, err := nc.NewTask(ctx, streams(d, nil, &syncBuffer{}, nil, false), client.WithRestoreImagePath(dir))
 	if err != nil {

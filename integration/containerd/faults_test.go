@@ -261,6 +261,14 @@ func expectCounting(t *testing.T, task client.Task, out *syncBuffer) {
 func checkpointToDir(t *testing.T, d *harness.Daemon, ctx context.Context, c client.Container) string {
 	t.Helper()
 	task, statusC, _ := startCounter(t, d, ctx, c)
+	return checkpointExit(t, ctx, task, statusC)
+}
+
+// checkpointExit checkpoints task into a new dir and lets it exit, as
+// `ctr task checkpoint --image-path` does, then deletes it; it returns
+// the dir.
+func checkpointExit(t *testing.T, ctx context.Context, task client.Task, statusC <-chan client.ExitStatus) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "images")
 	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
 		t.Fatal(err)

@@ -125,14 +125,7 @@ func TestContainerdRestartHeldRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 
 	for _, then := range []string{"start", "delete"} {
 		t.Run(then, func(t *testing.T) {

@@ -23,14 +23,7 @@ func TestRestoreFailureDeletable(t *testing.T) {
 	ctx := testContext(t, d)
 	c := newContainer(t, d, ctx, counter)
 	task, statusC, _ := startCounter(t, d, ctx, c)
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 	// Take the memory layouts away: CRIU fails after it has created the
 	// tree. (Truncated pages images make CRIU 4.1 spin forever.)
 	mms, _ := filepath.Glob(filepath.Join(dir, "mm-*.img"))
@@ -93,14 +86,7 @@ func TestRestoreAbortBeforeStart(t *testing.T) {
 	ctx := testContext(t, d)
 	c := newContainer(t, d, ctx, counter)
 	task, statusC, _ := startCounter(t, d, ctx, c)
-	dir := filepath.Join(t.TempDir(), "images")
-	if _, err := task.Checkpoint(ctx, client.WithCheckpointImagePath(dir), exitAfterCheckpoint); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dir := checkpointExit(t, ctx, task, statusC)
 
 	for _, how := range []string{"kill", "delete"} {
 		t.Run(how, func(t *testing.T) {
