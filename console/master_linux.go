@@ -134,12 +134,16 @@ func (m *Master) endInput(lastTyped int) error {
 	return nil
 }
 
-// control runs an ioctl on the master's descriptor. Not through Fd(),
-// which would switch the file to blocking mode for good (creack/pty's
-// Setsize and GetsizeFull call it): Close would then no longer unblock a
-// Read.
-func (m *Master) control(ioctl func(fd int) error) error {
-	rc, err := m.f.SyscallConn()
+// control runs an ioctl on the master's descriptor (see Control).
+func (m *Master) control(ioctl func(fd int) error) error { return Control(m.f, ioctl) }
+
+// Control runs ioctl on f's descriptor. Not through Fd(), which would
+// switch the file to blocking mode for good (creack/pty's Setsize and
+// GetsizeFull call it): Close would then no longer unblock a Read. For
+// pty masters that are not yet a Master (a restore sets the recorded
+// window size on them before handing them over).
+func Control(f *os.File, ioctl func(fd int) error) error {
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}

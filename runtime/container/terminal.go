@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/ckpt-dev/ckpt/console"
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
@@ -105,11 +106,11 @@ func (p *restoredPtys) close() {
 	p.held = nil
 }
 
-// ptsNumber and setWinsize go through SyscallConn, not Fd(), which would
-// switch the master, shared with the caller, to blocking mode.
+// ptsNumber and setWinsize go through console.Control, not Fd(), which
+// would switch the master, shared with the caller, to blocking mode.
 func ptsNumber(f *os.File) (int, error) {
 	var n uint32
-	err := control(f, func(fd int) (err error) {
+	err := console.Control(f, func(fd int) (err error) {
 		n, err = unix.IoctlGetUint32(fd, unix.TIOCGPTN)
 		return err
 	})
@@ -120,19 +121,7 @@ func ptsNumber(f *os.File) (int, error) {
 }
 
 func setWinsize(f *os.File, ws *image.WindowSize) error {
-	return control(f, func(fd int) error {
+	return console.Control(f, func(fd int) error {
 		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: ws.Rows, Col: ws.Cols})
 	})
-}
-
-func control(f *os.File, ioctl func(fd int) error) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ioErr error
-	if err := rc.Control(func(fd uintptr) { ioErr = ioctl(int(fd)) }); err != nil {
-		return err
-	}
-	return ioErr
 }
