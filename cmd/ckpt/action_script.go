@@ -6,10 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/ckpt-dev/ckpt/hooks"
 	"github.com/ckpt-dev/ckpt/runtime/criu"
+	"github.com/ckpt-dev/ckpt/runtime/proc"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -96,32 +96,10 @@ func actionScriptAction(c *cli.Context) error {
 func killTree(pid int) int {
 	tree := []int{pid}
 	for i := 0; i < len(tree); i++ {
-		tree = append(tree, childrenOf(tree[i])...)
+		tree = append(tree, proc.Children(tree[i])...)
 	}
 	for _, p := range tree {
 		unix.Kill(p, unix.SIGKILL)
 	}
 	return len(tree)
-}
-
-// childrenOf lists pid's children, from the children file of each of its
-// threads.
-func childrenOf(pid int) []int {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
 }

@@ -2,13 +2,13 @@ package criu
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/runtime/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,32 +54,11 @@ func startTime(pid int) (uint64, bool) {
 	return v, err == nil
 }
 
-// children lists the children of every thread of pid.
-func children(pid int) []int {
-	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, t := range tids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
-}
-
 // descendants returns pid's descendants (not pid), depth first, bounded.
 func descendants(pid int) []task {
 	var out []task
 	seen := map[int]bool{pid: true}
-	stack := children(pid)
+	stack := proc.Children(pid)
 	for len(stack) > 0 && len(out) < 4096 {
 		p := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -89,7 +68,7 @@ func descendants(pid int) []task {
 		seen[p] = true
 		if st, ok := startTime(p); ok {
 			out = append(out, task{p, st})
-			stack = append(stack, children(p)...)
+			stack = append(stack, proc.Children(p)...)
 		}
 	}
 	return out
@@ -107,7 +86,7 @@ func siblingsRunning(binary string, since uint64) []task {
 	if real, err := filepath.EvalSymlinks(binary); err == nil {
 		binary = real
 	}
-	for _, c := range children(os.Getpid()) {
+	for _, c := range proc.Children(os.Getpid()) {
 		st, ok := startTime(c)
 		if !ok || st < since {
 			continue
