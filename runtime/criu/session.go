@@ -179,7 +179,8 @@ func (s *Session) Pid() int { return s.proc.Pid() }
 // response, which it returns. h may be nil (every stage acknowledged, a pty
 // master refused). A handler's error is answered with notify_success=false
 // and the session reads on, so the error returned carries CRIU's reason too.
-// When ctx ends, criu is killed and Do returns ctx's error. A criu that
+// When ctx ends, criu is killed and Do returns ctx's error; a dump is
+// rolled back at criu's next notification instead (Limits.Grace). A criu that
 // exits without answering, or that the watchdog stops (watchdog.go), is
 // killed with its tree and Do fails saying why.
 func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.CriuResp, error) {
@@ -201,15 +202,34 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 	var watchErr error // set before the deadline, read after recv fails
 	var watchMu sync.Mutex
 	unblock := func() { s.conn.uc.SetReadDeadline(time.Unix(1, 0)) }
+	// A dump is rolled back, not cut short: criu killed while its parasite
+	// runs inside the container's tasks can take them down with it. Once
+	// ctx ends, criu's next notification is answered with failure (CRIU
+	// then thaws and resumes the tasks); criu is killed only if it does not
+	// reach one within the grace.
+	rollback, grace := isDump(want), s.limits.withDefaults().Grace
 	go func() {
 		defer close(watchDone)
 		t := time.NewTicker(watchTick)
 		defer t.Stop()
+		cancelled := ctx.Done()
+		var graceEnd <-chan time.Time
 		for {
 			select {
 			case <-watchStop:
 				return
-			case <-ctx.Done():
+			case <-cancelled:
+				if rollback {
+					logger.WithError(ctx.Err()).Warn("interrupted: the dump is rolled back at criu's next notification")
+					cancelled, graceEnd = nil, time.After(grace)
+					continue
+				}
+				unblock()
+				return
+			case <-graceEnd:
+				watchMu.Lock()
+				watchErr = fmt.Errorf("%w, and criu reached no point to roll back at within %s", ctx.Err(), grace)
+				watchMu.Unlock()
 				unblock()
 				return
 			case <-s.exitCh:
@@ -263,11 +283,17 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 				nlog = nlog.WithField("pid", n.Pid)
 			}
 			nlog.Debug("criu notification")
-			wd.handler(true, time.Now())
-			ans, herr := h.Notify(hctx, n)
-			wd.handler(false, time.Now())
+			var ans *Answer
+			var herr error
+			if rollback && ctx.Err() != nil {
+				herr = ctx.Err() // no handler runs for a dump given up
+			} else {
+				wd.handler(true, time.Now())
+				ans, herr = h.Notify(hctx, n)
+				wd.handler(false, time.Now())
+			}
 			closeAll(n.files)
-			if ctx.Err() != nil {
+			if ctx.Err() != nil && !rollback {
 				// The caller gave up while the handler ran: criu goes now,
 				// whatever the read deadline has seen of it yet.
 				return nil, s.fail(ctx, &Error{Request: want.String(), Stage: stage, Handler: herr})
@@ -317,6 +343,11 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 	}
 }
 
+// isDump: the requests that put CRIU's parasite into the tasks.
+func isDump(t rpc.CriuReqType) bool {
+	return t == rpc.CriuReqType_DUMP || t == rpc.CriuReqType_PRE_DUMP || t == rpc.CriuReqType_SINGLE_PRE_DUMP
+}
+
 // peerGone is nil for a send that failed because criu's end is closed:
 // criu is gone, and its exit says why.
 func peerGone(err error) error {
@@ -352,8 +383,11 @@ func (s *Session) recv() (*rpc.CriuResp, []*os.File, error) {
 // fail completes e with what criu's exit and log say, after making sure criu
 // and its tree are gone.
 func (s *Session) fail(ctx context.Context, e *Error) error {
-	if ctx.Err() != nil {
-		e.Cause = fmt.Errorf("%w (criu killed)", ctx.Err())
+	if err := ctx.Err(); err != nil {
+		if !errors.Is(e.Cause, err) {
+			e.Cause = err
+		}
+		e.Cause = fmt.Errorf("%w (criu killed)", e.Cause)
 	}
 	// No other cause: criu ended by itself (EOF, a closed socket, or its
 	// exit seen), and how it ended is the news: it gets a moment to be

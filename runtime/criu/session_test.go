@@ -475,3 +475,55 @@ func TestIterativePreDumpOnOneProcess(t *testing.T) {
 		t.Errorf("close after a clean dump: %v", err)
 	}
 }
+
+// An interrupted dump is not cut short: criu's next notification is
+// answered with failure (CRIU resumes the tasks), no handler runs, criu
+// ends by itself, and the error says the dump was interrupted. A criu that
+// reaches no notification within the grace is killed.
+func TestDumpCancellationRollsBack(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		notify     bool
+		wantKilled bool
+	}{
+		{"rolled back at post-dump", true, false},
+		{"no notification within the grace", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, p, proc := newTestSession(t, "")
+			s.limits.Grace = 300 * time.Millisecond
+			ctx, cancel := context.WithCancel(context.Background())
+			answered := make(chan bool, 1)
+			go func() {
+				p.recv()
+				p.notify(PreDump, 0)
+				cancel()
+				if !tc.notify {
+					return
+				}
+				time.Sleep(100 * time.Millisecond) // criu writes the memory
+				answered <- p.notify(PostDump, 0).GetNotifySuccess()
+				p.final(rpc.CriuReqType_DUMP, false, 0, "")
+				proc.exit(1)
+			}()
+			ran := false
+			_, err := s.Dump(ctx, opts(), &Handlers{PostDump: func(context.Context) error { ran = true; return nil }})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+			if proc.wasKilled() != tc.wantKilled {
+				t.Errorf("criu killed = %v, want %v (err: %v)", proc.wasKilled(), tc.wantKilled, err)
+			}
+			if tc.notify {
+				if <-answered {
+					t.Error("post-dump answered with success after the interrupt")
+				}
+				if ran {
+					t.Error("the post-dump handler ran after the interrupt")
+				}
+			} else if !strings.Contains(err.Error(), "no point to roll back") {
+				t.Errorf("error does not say why criu was killed: %v", err)
+			}
+		})
+	}
+}

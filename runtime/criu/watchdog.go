@@ -35,6 +35,10 @@ type Limits struct {
 	MaxLog int64
 	// Stall is the longest CRIU may work without progress.
 	Stall time.Duration
+	// Grace is how long an interrupted dump may take to reach the
+	// notification where it is rolled back (session.go), before criu is
+	// killed anyway.
+	Grace time.Duration
 }
 
 const (
@@ -44,6 +48,10 @@ const (
 	// DefaultStall: CRIU logs every VMA, file and mount it handles; a
 	// minute without any new line is far beyond a slow disk.
 	DefaultStall = 2 * time.Minute
+	// DefaultGrace: the notification that follows the freeze comes after
+	// the memory is written, which for a few GiB to a slow disk takes
+	// tens of seconds.
+	DefaultGrace = 2 * time.Minute
 	maxSeen      = 1 << 16
 	// watchTick is how often the log is looked at.
 	watchTick = 100 * time.Millisecond
@@ -55,6 +63,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.Stall <= 0 {
 		l.Stall = DefaultStall
+	}
+	if l.Grace <= 0 {
+		l.Grace = DefaultGrace
 	}
 	return l
 }
