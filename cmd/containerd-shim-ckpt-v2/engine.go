@@ -16,6 +16,22 @@ func (engine) Checkpoint(ctx context.Context, opts container.CheckpointOptions) 
 	return err
 }
 
+func (engine) StartCheckpoint(ctx context.Context, opts container.CheckpointOptions) (ckptshim.Transfer, error) {
+	lc, err := container.StartCheckpoint(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return transfer{lc}, nil
+}
+
+// transfer drops the final metadata, which the shim does not need.
+type transfer struct{ *container.LazyCheckpoint }
+
+func (t transfer) Wait(ctx context.Context) error {
+	_, err := t.LazyCheckpoint.Wait(ctx)
+	return err
+}
+
 func (engine) StartRestore(ctx context.Context, opts container.RestoreOptions) (ckptshim.Restore, error) {
 	r, err := container.StartRestore(ctx, opts)
 	if err != nil {

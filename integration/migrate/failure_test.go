@@ -123,7 +123,8 @@ func TestMigrateRefusedBeforeFreeze(t *testing.T) {
 		{"certificate of another CA", h.Addr(harness.DstPort), []string{"--copy", "--tls-ca", other.CA, "--tls-cert", other.ClientCert, "--tls-key", other.ClientKey}, h.Dst, "TLS refused"},
 		{"containerd's own TCP endpoint (CRI only)", h.Addr(harness.CRIPort), []string{"--copy"}, h.Dst, "does not serve containerd's API"},
 		{"no ckpt runtime", h.Addr(noRuntimePort), []string{"--copy"}, noRuntime, "cannot run io.containerd.ckpt.v2"},
-		{"post-copy", h.Addr(harness.DstPort), nil, h.Dst, "not implemented yet"},
+		{"post-copy without a page server", h.Addr(harness.DstPort), nil, h.Dst, "post-copy needs the address the source's page server listens on"},
+		{"page server on every address", h.Addr(harness.DstPort), []string{"--page-server", "0.0.0.0:27000"}, h.Dst, "the target dials this address"},
 	}
 	c, task, out := runningCounter(t, h)
 	pid := task.Pid()

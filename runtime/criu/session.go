@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -206,8 +207,11 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 	// runs inside the container's tasks can take them down with it. Once
 	// ctx ends, criu's next notification is answered with failure (CRIU
 	// then thaws and resumes the tasks); criu is killed only if it does not
-	// reach one within the grace.
-	rollback, grace := isDump(want), s.limits.withDefaults().Grace
+	// reach one within the grace. A lazy dump's status-ready ends that:
+	// the parasite is gone, and criu serves pages until it is killed.
+	var rollback atomic.Bool
+	rollback.Store(isDump(want))
+	grace := s.limits.withDefaults().Grace
 	go func() {
 		defer close(watchDone)
 		t := time.NewTicker(watchTick)
@@ -219,7 +223,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 			case <-watchStop:
 				return
 			case <-cancelled:
-				if rollback {
+				if rollback.Load() {
 					logger.WithError(ctx.Err()).Warn("interrupted: the dump is rolled back at criu's next notification")
 					cancelled, graceEnd = nil, time.After(grace)
 					continue
@@ -283,17 +287,20 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 				nlog = nlog.WithField("pid", n.Pid)
 			}
 			nlog.Debug("criu notification")
+			if stage == StatusReady {
+				rollback.Store(false)
+			}
 			var ans *Answer
 			var herr error
-			if rollback && ctx.Err() != nil {
+			if ctx.Err() != nil && rollback.Load() {
 				herr = ctx.Err() // no handler runs for a dump given up
-			} else {
+			} else if ctx.Err() == nil {
 				wd.handler(true, time.Now())
 				ans, herr = h.Notify(hctx, n)
 				wd.handler(false, time.Now())
 			}
 			closeAll(n.files)
-			if ctx.Err() != nil && !rollback {
+			if ctx.Err() != nil && !rollback.Load() {
 				// The caller gave up while the handler ran: criu goes now,
 				// whatever the read deadline has seen of it yet.
 				return nil, s.fail(ctx, &Error{Request: want.String(), Stage: stage, Handler: herr})

@@ -527,3 +527,30 @@ func TestDumpCancellationRollsBack(t *testing.T) {
 		})
 	}
 }
+
+// Once a lazy dump reported status-ready its parasite is gone and criu
+// only serves pages: an interrupt kills criu at once, not after the grace.
+func TestLazyDumpCancelledAfterStatusReady(t *testing.T) {
+	s, p, proc := newTestSession(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		p.recv()
+		p.notify(PreDump, 0)
+		p.notify(PostDump, 0)
+		p.notify(StatusReady, 0)
+		// serving pages: nothing more until killed
+	}()
+	ready := make(chan struct{})
+	go func() { <-ready; cancel() }()
+	start := time.Now()
+	_, err := s.Dump(ctx, opts(), &Handlers{StatusReady: func(context.Context) error { close(ready); return nil }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if !proc.wasKilled() {
+		t.Error("criu not killed")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %s: waited for the grace", d)
+	}
+}

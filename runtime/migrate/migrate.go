@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/runtime/plan"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -19,10 +20,6 @@ import (
 // Runtime is ckpt's runtime type: the only one whose containers ckpt moves.
 const Runtime = "io.containerd.ckpt.v2"
 
-// ErrPostCopyNotYet is what a move without Config.Copy returns: post-copy
-// (lazy pages served from the source) is not there yet.
-var ErrPostCopyNotYet = fmt.Errorf("post-copy migration (the default mode) is not implemented yet: use --copy (stop-and-copy): %w", errdefs.ErrNotImplemented)
-
 // DefaultTimeout bounds connecting and each preflight call.
 const DefaultTimeout = 10 * time.Second
 
@@ -32,8 +29,19 @@ type Config struct {
 	Target    Endpoint // the containerd it moves to
 	Namespace string   // containerd namespace, the same on both sides
 	ID        string   // the container, the same id on both sides
-	Copy      bool     // stop-and-copy (the only mode so far)
-	Stdio     Stdio    // the restored task's stdio on the target
+	// Copy is stop-and-copy: every page is moved before the container
+	// runs on the target. Otherwise post-copy (postcopy.go).
+	Copy  bool
+	Stdio Stdio // the restored task's stdio on the target
+	// PageServer is HOST:PORT the source's page server listens on in
+	// post-copy: an address of the source host the target reaches.
+	PageServer string
+	// PageTLS is the page server's TLS on both ends (CRIU's --tls*
+	// options); its files are paths that exist on both hosts.
+	PageTLS plan.TLS
+	// TransferTimeout bounds how long the source stays frozen serving
+	// its memory in post-copy (DefaultTransferTimeout).
+	TransferTimeout time.Duration
 	// Timeout bounds connecting and each preflight call (DefaultTimeout).
 	Timeout time.Duration
 	// StepTimeout bounds the checkpoint, the copy and the restore each
@@ -47,6 +55,9 @@ type Result struct {
 	// Downtime: from the checkpoint request until the task started on
 	// the target (the container ran nowhere in between).
 	Downtime time.Duration
+	// Total: from the checkpoint request until every page is on the
+	// target and the source is deleted.
+	Total time.Duration
 	// Copied is the bytes written to the target's content store.
 	Copied int64
 }
@@ -63,6 +74,11 @@ func (c *Config) defaults() error {
 	}
 	if c.Log == nil {
 		c.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if !c.Copy {
+		if err := c.postCopyDefaults(); err != nil {
+			return err
+		}
 	}
 	c.Log = c.Log.WithFields(logrus.Fields{"container": c.ID, "namespace": c.Namespace})
 	return nil
@@ -82,6 +98,11 @@ type move struct {
 
 	checkpoint client.Image // on the source
 	srcTask    client.Task  // nil once deleted
+	// post-copy: the source's exit; transferring while its frozen task
+	// serves its memory; the annotations of the target's lazy restore.
+	srcExit            <-chan client.ExitStatus
+	transferring       bool
+	restoreAnnotations map[string]string
 
 	lease     *leases.Lease // on the target
 	madeImage bool
@@ -98,9 +119,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return Result{}, err
 	}
-	if !cfg.Copy {
-		return Result{}, ErrPostCopyNotYet
-	}
 	if err := cfg.Stdio.validate(); err != nil {
 		return Result{}, err
 	}
@@ -110,7 +128,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	ctx = namespaces.WithNamespace(ctx, cfg.Namespace)
-	cfg.Log.WithFields(logrus.Fields{"from": cfg.Source.Address, "to": cfg.Target.Address}).Info("moving (stop-and-copy)")
+	mode := "post-copy"
+	if cfg.Copy {
+		mode = "stop-and-copy"
+	}
+	cfg.Log.WithFields(logrus.Fields{"from": cfg.Source.Address, "to": cfg.Target.Address, "mode": mode}).Info("moving")
 	m := &move{cfg: cfg, log: cfg.Log}
 	if err := m.openSource(ctx); err != nil {
 		return Result{}, err
@@ -125,7 +147,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 
 	start := time.Now()
-	if err := m.checkpointSource(ctx); err != nil {
+	checkpoint := m.checkpointSource
+	if !cfg.Copy {
+		checkpoint = m.startTransfer
+	}
+	if err := checkpoint(ctx); err != nil {
 		return Result{}, err
 	}
 	if err := m.toTarget(ctx); err != nil {
@@ -133,7 +159,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res := Result{Downtime: time.Since(start), Copied: m.copied}
 	m.log.WithFields(logrus.Fields{"downtime": res.Downtime, "copied": res.Copied}).Info("the container runs on the target")
+	if !cfg.Copy {
+		m.clearRestoreAnnotations(context.WithoutCancel(ctx))
+		if err := m.awaitTransfer(ctx); err != nil {
+			return res, err
+		}
+	}
 	m.finish(ctx)
+	res.Total = time.Since(start)
+	m.log.WithField("total", res.Total).Info("moved")
 	return res, nil
 }
 
@@ -265,7 +299,8 @@ func (m *move) toTarget(ctx context.Context) error {
 	}
 	cpImg := client.NewImage(m.dst, images.Image{Name: m.checkpoint.Name(), Target: index})
 	if m.dstCtr, err = m.dst.Restore(sctx, m.cfg.ID, cpImg,
-		client.WithRestoreImage, client.WithRestoreSpec, client.WithRestoreRuntime, client.WithRestoreRW); err != nil {
+		client.WithRestoreImage, client.WithRestoreSpec, client.WithRestoreRuntime, client.WithRestoreRW,
+		withAnnotations(m.restoreAnnotations)); err != nil {
 		return fmt.Errorf("create the container on the target: %w", err)
 	}
 	if len(m.info.Labels) > 0 {
@@ -304,6 +339,12 @@ func (m *move) toTarget(ctx context.Context) error {
 func (m *move) finish(ctx context.Context) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
+	if m.srcTask != nil {
+		// Post-copy: the task ended with the transfer.
+		if _, err := m.srcTask.Delete(fctx); err != nil {
+			m.log.WithError(err).Warn("delete the source task")
+		}
+	}
 	if err := m.ctr.Delete(fctx, client.WithSnapshotCleanup); err != nil {
 		m.log.WithError(err).Warn("delete the source container")
 	}

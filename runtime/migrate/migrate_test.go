@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/typeurl/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,28 +145,5 @@ func TestStdioFIFOs(t *testing.T) {
 		if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
 			t.Fatalf("left behind: %v", left)
 		}
-	}
-}
-
-// TestOptionsTypeURL: Options travel as JSON in an Any under their URL and
-// come back as the same value.
-func TestOptionsTypeURL(t *testing.T) {
-	in := &Options{LazyPages: true, PageServer: "10.0.0.1:27027", TLS: true}
-	a, err := typeurl.MarshalAnyToProto(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.GetTypeUrl() != OptionsTypeURL {
-		t.Fatalf("type URL %q", a.GetTypeUrl())
-	}
-	if !json.Valid(a.GetValue()) {
-		t.Fatalf("not JSON: %s", a.GetValue())
-	}
-	v, err := typeurl.UnmarshalAny(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, ok := v.(*Options); !ok || *out != *in {
-		t.Fatalf("got %#v", v)
 	}
 }

@@ -28,13 +28,31 @@ func (m *move) rollback(ctx context.Context, cause error) error {
 	if err := m.cleanTarget(rctx); err != nil {
 		errs = append(errs, fmt.Errorf("target not fully cleaned: %w", err))
 	}
-	if err := m.restoreSource(rctx); err != nil {
+	if m.transferring {
+		// Post-copy: the source is frozen, not gone.
+		if err := m.abortTransfer(rctx); err != nil {
+			errs = append(errs, err)
+		} else {
+			m.log.Info("the source runs on, thawed, with its memory")
+			errs[0] = fmt.Errorf("%w (the source runs on, thawed; nothing was left on the target)", errs[0])
+		}
+		m.dropCheckpoint(rctx)
+	} else if err := m.restoreSource(rctx); err != nil {
 		errs = append(errs, err)
 	} else {
 		m.log.Info("the source runs again, restored from its checkpoint")
 		errs[0] = fmt.Errorf("%w (the source runs again, restored from its checkpoint; nothing was left on the target)", errs[0])
 	}
 	return errors.Join(errs...)
+}
+
+// dropCheckpoint deletes the source's checkpoint image.
+func (m *move) dropCheckpoint(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if err := m.src.ImageService().Delete(dctx, m.checkpoint.Name(), images.SynchronousDelete()); err != nil {
+		m.log.WithError(err).Warn("delete the source's checkpoint image")
+	}
 }
 
 func (m *move) cleanTarget(ctx context.Context) error {
@@ -94,11 +112,7 @@ func (m *move) restoreSource(ctx context.Context) error {
 		task.Delete(ctx, client.WithProcessKill)
 		return m.sourceLost(fmt.Errorf("start the restored source: %w", err))
 	}
-	dctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := m.src.ImageService().Delete(dctx, m.checkpoint.Name(), images.SynchronousDelete()); err != nil {
-		m.log.WithError(err).Warn("delete the source's checkpoint image")
-	}
+	m.dropCheckpoint(ctx)
 	return nil
 }
 

@@ -41,6 +41,9 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := transferring(c, "checkpoint"); err != nil {
+		return nil, toGRPC(err)
+	}
 	if st := c.init.Status(); st != task.Status_RUNNING && st != task.Status_PAUSED {
 		return nil, toGRPC(fmt.Errorf("checkpoint: task %q is %s: %w", c.id, st, errdefs.ErrFailedPrecondition))
 	}
@@ -50,9 +53,17 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	// whether or not the client said so (Docker never does).
 	req.ShellJob = req.ShellJob || c.init.stdio.Terminal
 	req.WindowSize = c.init.windowSize()
-	err = s.engine.Checkpoint(ctx, req)
-	releaseMemory()
-	keepLog(req.WorkPath, "dump.log", c.bundle, "criu-dump.log")
+	if c.next != nil {
+		c.next.Apply(&req) // once: the Update was for this checkpoint
+		c.next = nil
+	}
+	if req.LazyPages {
+		err = s.startTransfer(ctx, c, req)
+	} else {
+		err = s.engine.Checkpoint(ctx, req)
+		releaseMemory()
+		keepLog(req.WorkPath, "dump.log", c.bundle, "criu-dump.log")
+	}
 	if err != nil {
 		s.resyncPaused(ctx, c)
 		return nil, toGRPC(fmt.Errorf("checkpoint of %q (CRIU log: %s/criu-dump.log): %w", c.id, c.bundle, err))
@@ -60,7 +71,7 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	if err := stampArchive(path); err != nil {
 		log.G(ctx).WithError(err).Warn("stamp the checkpoint against Docker's re-upload collision")
 	}
-	log.G(ctx).WithField("id", c.id).WithField("path", path).WithField("exit", !req.LeaveRunning).Info("task checkpointed")
+	log.G(ctx).WithField("id", c.id).WithField("path", path).WithField("exit", !req.LeaveRunning).WithField("lazy", req.LazyPages).Info("task checkpointed")
 	s.send(&eventstypes.TaskCheckpointed{ContainerID: c.id, Checkpoint: path})
 	return empty, nil
 }

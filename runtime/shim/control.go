@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/ckpt-dev/ckpt/runtime/policy"
 	"github.com/containerd/cgroups/v3"
 	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
@@ -90,6 +91,15 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 	c, err := s.container(r.ID)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	u, err := policy.ParseUpdate(r.Annotations)
+	if err != nil {
+		return nil, toGRPC(fmt.Errorf("update: %w", err))
+	}
+	if u.Lazy != nil || u.Abort {
+		// ckpt's own update (transfer.go): an Update carries either those
+		// annotations or resources.
+		return empty, toGRPC(s.updateTransfer(ctx, c, u))
 	}
 	var res specs.LinuxResources
 	if err := json.Unmarshal(r.Resources.GetValue(), &res); err != nil {

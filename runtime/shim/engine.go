@@ -16,6 +16,11 @@ type Engine interface {
 	// opts.ImagePath. Without LeaveRunning its processes are gone
 	// afterwards and runc's state is deleted.
 	Checkpoint(ctx context.Context, opts rcontainer.CheckpointOptions) error
+	// StartCheckpoint starts a lazy dump (opts.LazyPages) and returns at
+	// CRIU's status-ready: the images (without memory) are in
+	// opts.ImagePath, and the container stays frozen while CRIU's page
+	// server serves its memory to one lazy restore.
+	StartCheckpoint(ctx context.Context, opts rcontainer.CheckpointOptions) (Transfer, error)
 	// StartRestore starts CRIU and returns at setup-namespaces: the
 	// restored root task exists (Restore.Pid is real), nothing runs yet;
 	// CRIU restores the mounts and is held before any other task.
@@ -38,5 +43,16 @@ type Restore interface {
 	// Finish lets CRIU complete; afterwards runc manages the container.
 	Finish(ctx context.Context) error
 	// Abort makes CRIU kill the restored tree and undo the restore.
+	Abort(ctx context.Context) error
+}
+
+// Transfer is a lazy dump that StartCheckpoint returned (see there).
+type Transfer interface {
+	// Done is closed when the transfer has ended.
+	Done() <-chan struct{}
+	// Wait waits for its end. Success: every page was fetched and the
+	// container is gone. Failure: the container runs on, thawed.
+	Wait(ctx context.Context) error
+	// Abort ends it early: the page server goes, the container runs on.
 	Abort(ctx context.Context) error
 }

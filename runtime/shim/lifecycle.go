@@ -220,7 +220,7 @@ func (s *service) createRestore(ctx context.Context, c *container, p *process, c
 		ImagePath: checkpoint, WorkPath: work, Stdio: p.io.childFiles(), Monitor: runc.Monitor,
 		RootfsLate: c.madeByCRI,
 	}
-	if err := applyRestoreAnnotations(&req, annotations); err != nil {
+	if err := policy.ApplyRestoreAnnotations(&req, annotations); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	if p.stdio.Terminal {

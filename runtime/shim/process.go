@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/image"
+	"github.com/ckpt-dev/ckpt/runtime/policy"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
@@ -41,10 +42,17 @@ type container struct {
 	// Resume, Checkpoint); Kill and the queries do not wait for it.
 	mu sync.Mutex
 
-	// emu guards execs and restore.
+	// next makes the next checkpoint a lazy dump (a task Update set it);
+	// guarded by mu.
+	next *policy.Lazy
+
+	// emu guards execs, restore and transfer.
 	emu     sync.Mutex
 	execs   map[string]*process
 	restore Restore // a restore held in CRIU between Create and Start
+	// transfer is a lazy checkpoint serving the memory of the frozen
+	// container, from its status-ready until the end of the transfer.
+	transfer *transfer
 
 	// Guarded by the service's lifecycleMu (see exits.go).
 	runningExecs int

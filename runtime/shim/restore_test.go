@@ -30,13 +30,26 @@ type fakeEngine struct {
 	// finishErr fails Finish as CRIU would: the tree is killed first.
 	finishErr error
 
-	mu       sync.Mutex
-	opts     []rcontainer.RestoreOptions
-	restores []*fakeRestore
+	mu          sync.Mutex
+	opts        []rcontainer.RestoreOptions
+	restores    []*fakeRestore
+	checkpoints []rcontainer.CheckpointOptions
+	transfer    *fakeTransfer
 }
 
-func (e *fakeEngine) Checkpoint(context.Context, rcontainer.CheckpointOptions) error {
-	return errdefs.ErrNotImplemented
+func (e *fakeEngine) Checkpoint(_ context.Context, opts rcontainer.CheckpointOptions) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.checkpoints = append(e.checkpoints, opts)
+	return nil
+}
+
+func (e *fakeEngine) StartCheckpoint(_ context.Context, opts rcontainer.CheckpointOptions) (Transfer, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.checkpoints = append(e.checkpoints, opts)
+	e.transfer = &fakeTransfer{done: make(chan struct{})}
+	return e.transfer, nil
 }
 func (e *fakeEngine) Pause(context.Context, string, string) error          { return errdefs.ErrNotImplemented }
 func (e *fakeEngine) Resume(context.Context, string, string) error         { return errdefs.ErrNotImplemented }
