@@ -231,11 +231,13 @@ func expectNoCheckpointImage(t *testing.T, h *harness.Hosts) {
 	}
 }
 
-// TestMigrateSourceCRIUKilled: the source's criu is killed while it dumps
-// 256 MiB; the move fails naming the checkpoint, and the source runs on,
-// the same process, thawed, with the same memory.
-func TestMigrateSourceCRIUKilled(t *testing.T) {
-	h := hosts(t)
+// TestMigrateSourceCRIUKilled: the source's criu is killed as soon as it
+// runs (while it dumps 256 MiB; in post-copy, possibly once it serves the
+// memory, before the target restored); the move fails, and the source runs
+// on, the same process, thawed, with the same memory.
+func TestMigrateSourceCRIUKilled(t *testing.T) { forEachMode(t, testSourceCRIUKilled) }
+
+func testSourceCRIUKilled(t *testing.T, h *harness.Hosts, mode mode) {
 	before := snapshotOf(t, h.Dst)
 	c := newContainer(t, h, []string{"memsum", "256"})
 	out := &syncBuffer{}
@@ -246,7 +248,7 @@ func TestMigrateSourceCRIUKilled(t *testing.T) {
 		t.Fatal("no shim found for the source container")
 	}
 
-	m := startMigrate(t, h, c.ID(), h.Addr(harness.DstPort), "--copy")
+	m := startMigrate(t, h, c.ID(), h.Addr(harness.DstPort), mode.flags(t, h)...)
 	criu := waitChild(t, shim, "criu", 30*time.Second)
 	if err := syscall.Kill(criu, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -254,8 +256,8 @@ func TestMigrateSourceCRIUKilled(t *testing.T) {
 	if err := m.wait(t, 2*time.Minute); err == nil {
 		t.Fatal("ckpt migrate succeeded although the source's criu was killed")
 	}
-	if !strings.Contains(m.out.String(), "checkpoint of the source failed; the source runs on") {
-		t.Errorf("the error does not say the checkpoint failed and the source runs on")
+	if !strings.Contains(m.out.String(), "the source runs on") {
+		t.Errorf("the error does not say the source runs on")
 	}
 	ctx := h.Src.Context(context.Background())
 	if st, err := task.Status(ctx); err != nil || st.Status != client.Running {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,13 +152,59 @@ func (m *migration) wait(t *testing.T, timeout time.Duration) error {
 	return nil
 }
 
-// migrate runs a move to the main target and fails the test if it fails.
-func migrate(t *testing.T, h *harness.Hosts, id string, flags ...string) {
+// migrate runs a move to the main target in mode and fails the test if it
+// fails; it returns the CLI's output.
+func migrate(t *testing.T, h *harness.Hosts, id string, mode mode, flags ...string) string {
 	t.Helper()
-	m := startMigrate(t, h, id, h.Addr(harness.DstPort), append([]string{"--copy"}, flags...)...)
+	m := startMigrate(t, h, id, h.Addr(harness.DstPort), append(mode.flags(t, h), flags...)...)
 	if err := m.wait(t, 3*time.Minute); err != nil {
 		t.Fatalf("ckpt migrate: %v", err)
 	}
+	if mode.postCopy && !strings.Contains(m.out.String(), "every page moved") {
+		t.Errorf("a post-copy move that did not say every page moved:\n%s", m.out.String())
+	}
+	return m.out.String()
+}
+
+// mode is how a test moves: stop-and-copy or post-copy.
+type mode struct {
+	name     string
+	postCopy bool
+}
+
+var (
+	stopAndCopy = mode{"stop-and-copy", false}
+	postCopy    = mode{"post-copy", true}
+	modes       = []mode{stopAndCopy, postCopy}
+)
+
+// flags are `ckpt migrate`'s for the mode. Post-copy: a page server on the
+// source's address, a port of its own per move, with CRIU's TLS.
+func (m mode) flags(t *testing.T, h *harness.Hosts) []string {
+	t.Helper()
+	if !m.postCopy {
+		return []string{"--copy"}
+	}
+	cert, key := pageCert(t, h)
+	return []string{"--page-server", net.JoinHostPort(h.Net.SrcIP, fmt.Sprint(27100+seq.Add(1))),
+		"--page-tls-ca", h.PKI.CA, "--page-tls-cert", cert, "--page-tls-key", key}
+}
+
+var page struct {
+	once      sync.Once
+	cert, key string
+	err       error
+}
+
+// pageCert is the page transfer's certificate (made once).
+func pageCert(t *testing.T, h *harness.Hosts) (string, string) {
+	page.once.Do(func() {
+		page.cert, page.key, page.err = h.PKI.PageCert(filepath.Join(h.Dir, "pki"), net.ParseIP(h.Net.SrcIP))
+	})
+	if page.err != nil {
+		t.Fatal(page.err)
+	}
+	return page.cert, page.key
 }
 
 var seq atomic.Int64

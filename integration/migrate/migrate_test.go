@@ -14,6 +14,7 @@ import (
 
 	ctrd "github.com/ckpt-dev/ckpt/integration/containerd/harness"
 	"github.com/ckpt-dev/ckpt/integration/migrate/harness"
+	"github.com/ckpt-dev/ckpt/runtime/policy"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
@@ -52,15 +53,24 @@ func expectCounts(t *testing.T, out *syncBuffer, last int, timeout time.Duration
 	}
 }
 
-func TestMigrateCounter(t *testing.T) {
+// forEachMode runs test as a subtest per mode.
+func forEachMode(t *testing.T, test func(t *testing.T, h *harness.Hosts, m mode)) {
 	h := hosts(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { test(t, h, m) })
+	}
+}
+
+func TestMigrateCounter(t *testing.T) { forEachMode(t, testCounter) }
+
+func testCounter(t *testing.T, h *harness.Hosts, mode mode) {
 	c := newContainer(t, h, counter)
 	out := &syncBuffer{}
 	startTask(t, h, c, nil, out, false)
 	waitMatch(t, out, regexp.MustCompile(`\n5\n`), 10*time.Second)
 	before := snapshotOf(t, h.Dst)
 
-	migrate(t, h, c.ID(), "--stdio", "fifo:"+fifoDir(t, h))
+	migrate(t, h, c.ID(), mode, "--stdio", "fifo:"+fifoDir(t, h))
 	last := lastNumber(out.String())
 
 	moved := &syncBuffer{}
@@ -72,14 +82,20 @@ func TestMigrateCounter(t *testing.T) {
 	}
 	expectGoneFromSource(t, h, c.ID())
 	expectOnlyContainer(t, h.Dst, c.ID(), before)
+	expectNoRestoreAnnotations(t, h.Dst, c.ID())
 }
 
-// TestMigrateMemory moves a process holding CKPT_MIGRATE_MIB (default 256)
-// MiB of known data; the checksum its memory gives on the target, computed
-// in the container, is the one it gave on the source.
-func TestMigrateMemory(t *testing.T) {
-	h := hosts(t)
+// TestMigrateMemory moves a process holding known data, 256 MiB with
+// stop-and-copy and 1 GiB with post-copy (CKPT_MIGRATE_MIB sets both); the
+// checksum its memory gives on the target, computed in the container, is
+// the one it gave on the source.
+func TestMigrateMemory(t *testing.T) { forEachMode(t, testMemory) }
+
+func testMemory(t *testing.T, h *harness.Hosts, mode mode) {
 	mib := 256
+	if mode.postCopy {
+		mib = 1024
+	}
 	if v, err := strconv.Atoi(os.Getenv("CKPT_MIGRATE_MIB")); err == nil && v > 0 {
 		mib = v
 	}
@@ -89,8 +105,8 @@ func TestMigrateMemory(t *testing.T) {
 	sum := waitMatch(t, out, regexp.MustCompile(`ready ([0-9a-f]{64})`), 2*time.Minute)[1]
 
 	start := time.Now()
-	migrate(t, h, c.ID(), "--stdio", "fifo:"+fifoDir(t, h))
-	t.Logf("moved %d MiB in %s", mib, time.Since(start))
+	said := migrate(t, h, c.ID(), mode, "--stdio", "fifo:"+fifoDir(t, h))
+	t.Logf("moved %d MiB in %s: %s", mib, time.Since(start), regexp.MustCompile(`downtime [^,]+, total [^,]+`).FindString(said))
 
 	moved := &syncBuffer{}
 	task := attach(t, h.Dst, c.ID(), nil, moved)
@@ -107,8 +123,9 @@ func TestMigrateMemory(t *testing.T) {
 
 // TestMigrateTerminal moves a shell on a terminal; on the target the same
 // shell (a variable set before the move) answers what is typed.
-func TestMigrateTerminal(t *testing.T) {
-	h := hosts(t)
+func TestMigrateTerminal(t *testing.T) { forEachMode(t, testTerminal) }
+
+func testTerminal(t *testing.T, h *harness.Hosts, mode mode) {
 	c := newContainer(t, h, []string{"sh"}, oci.WithTTY)
 	stdin, typed := io.Pipe()
 	t.Cleanup(func() { typed.Close() })
@@ -117,7 +134,7 @@ func TestMigrateTerminal(t *testing.T) {
 	fmt.Fprintf(typed, "x=kept; echo set-$((1+1))\n")
 	waitMatch(t, out, regexp.MustCompile(`set-2`), 10*time.Second)
 
-	migrate(t, h, c.ID(), "--stdio", "fifo:"+fifoDir(t, h))
+	migrate(t, h, c.ID(), mode, "--stdio", "fifo:"+fifoDir(t, h))
 
 	stdin2, typed2 := io.Pipe()
 	t.Cleanup(func() { typed2.Close() })
@@ -129,8 +146,9 @@ func TestMigrateTerminal(t *testing.T) {
 
 // TestMigrateListeningSocket moves an HTTP server; on the target the same
 // server (its page names the token it was started with) answers.
-func TestMigrateListeningSocket(t *testing.T) {
-	h := hosts(t)
+func TestMigrateListeningSocket(t *testing.T) { forEachMode(t, testListeningSocket) }
+
+func testListeningSocket(t *testing.T, h *harness.Hosts, mode mode) {
 	token := fmt.Sprintf("served-%d", time.Now().UnixNano())
 	c := newContainer(t, h, []string{"sh", "-c", "mkdir -p /www && echo " + token + " > /www/index.html && exec httpd -f -p 8080 -h /www"})
 	startTask(t, h, c, nil, io.Discard, false)
@@ -144,7 +162,7 @@ func TestMigrateListeningSocket(t *testing.T) {
 	}
 	// Nothing restarts httpd: what answers on the target is the restored
 	// process on its restored listening socket.
-	migrate(t, h, c.ID())
+	migrate(t, h, c.ID(), mode)
 	if got := execIn(t, h.Dst, c.ID(), get); !strings.Contains(got, token) {
 		t.Fatalf("the moved server answers %q, want %q", got, token)
 	}
@@ -297,7 +315,7 @@ func TestMigrateCopiesImage(t *testing.T) {
 	startTask(t, h, c, nil, out, false)
 	waitMatch(t, out, regexp.MustCompile(`\n5\n`), 10*time.Second)
 
-	migrate(t, h, c.ID(), "--stdio", "fifo:"+fifoDir(t, h))
+	migrate(t, h, c.ID(), stopAndCopy, "--stdio", "fifo:"+fifoDir(t, h))
 	last := lastNumber(out.String())
 	moved := &syncBuffer{}
 	attach(t, h.Dst, c.ID(), nil, moved)
@@ -324,5 +342,26 @@ func TestMigrateCopiesImage(t *testing.T) {
 	}
 	if _, err := content.ReadBlob(ctx, h.Dst.Client.ContentStore(), img.Target()); err != nil {
 		t.Errorf("the copied image's manifest is gone: %v", err)
+	}
+}
+
+// expectNoRestoreAnnotations: the moved container's spec keeps no
+// io.ckpt.restore.* annotation, which would make a later restore of it
+// look for the source's page server.
+func expectNoRestoreAnnotations(t *testing.T, d *ctrd.Daemon, id string) {
+	t.Helper()
+	ctx := d.Context(context.Background())
+	c, err := d.Client.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range spec.Annotations {
+		if strings.HasPrefix(k, policy.RestoreAnnotationPrefix) {
+			t.Errorf("the moved container's spec keeps %s=%s", k, spec.Annotations[k])
+		}
 	}
 }
