@@ -147,3 +147,35 @@ func TestStdioFIFOs(t *testing.T) {
 		}
 	}
 }
+
+// Post-copy needs a page server address the target can dial; the checks
+// come before anything is touched.
+func TestPostCopyConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, server string
+		ok           bool
+	}{
+		{"none", "", false},
+		{"every address", "0.0.0.0:27000", false},
+		{"every IPv6 address", "[::]:27000", false},
+		{"no port", "10.0.0.1", false},
+		{"an address of the source", "10.0.0.1:27000", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{ID: "c", Namespace: "default", PageServer: tc.server}
+			err := c.defaults()
+			if tc.ok != (err == nil) {
+				t.Fatalf("defaults() = %v, want ok %v", err, tc.ok)
+			}
+			if err != nil && !errdefs.IsInvalidArgument(err) {
+				t.Errorf("%v is not an invalid argument", err)
+			}
+			if err == nil && c.TransferTimeout != DefaultTransferTimeout {
+				t.Errorf("transfer timeout %s", c.TransferTimeout)
+			}
+		})
+	}
+	if err := (&Config{ID: "c", Namespace: "default", Copy: true}).defaults(); err != nil {
+		t.Errorf("stop-and-copy needs no page server: %v", err)
+	}
+}
