@@ -16,6 +16,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/image"
 	"github.com/ckpt-dev/ckpt/runtime/loopback"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/ckpt-dev/ckpt/runtime/proc"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/ckpt-dev/ckpt/runtime/tmpfs"
 	"github.com/containerd/errdefs"
@@ -113,7 +114,7 @@ func checkpoint(ctx context.Context, opts CheckpointOptions, ready func(image.Me
 		return nil, err
 	}
 	pid := st.InitProcessPid
-	if !runcstate.Alive(pid, st.InitProcessStartTime) {
+	if !proc.Alive(pid, st.InitProcessStartTime) {
 		return nil, fmt.Errorf("container %q is not running (its init %d is gone)", opts.ID, pid)
 	}
 	if err := notStarted(opts.ID, stateDir); err != nil {
@@ -288,7 +289,7 @@ func checkpoint(ctx context.Context, opts CheckpointOptions, ready func(image.Me
 	}
 	if err != nil {
 		state := "it is still running"
-		if !runcstate.Alive(pid, st.InitProcessStartTime) {
+		if !proc.Alive(pid, st.InitProcessStartTime) {
 			state = "it is no longer running"
 		}
 		return nil, fmt.Errorf("checkpoint of container %q failed (%s): %w", opts.ID, state, err)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
-	"github.com/ckpt-dev/ckpt/runtime/runcstate"
+	"github.com/ckpt-dev/ckpt/runtime/proc"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 )
@@ -266,7 +266,7 @@ func (r *Restoring) watchLazy(ctx context.Context, restoreErr error) {
 	start := r.initStart
 	r.mu.Unlock()
 	pid := r.Pid()
-	if !runcstate.Alive(pid, start) {
+	if !proc.Alive(pid, start) {
 		return // gone already (killed, deleted); its pid may be another's now
 	}
 	// The init of the container's own pid namespace: the kernel kills the

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/ckpt-dev/ckpt/runtime/cgroup"
+	"github.com/ckpt-dev/ckpt/runtime/proc"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -77,7 +78,7 @@ type restoreRecord struct {
 
 // writeRecord writes rec into dir, owned by this process.
 func writeRecord(dir string, rec *restoreRecord) error {
-	st, err := runcstate.ReadStat(os.Getpid())
+	st, err := proc.ReadStat(os.Getpid())
 	if err != nil {
 		return err
 	}
@@ -111,7 +112,7 @@ func Leftover(root, id string) (bool, error) {
 		_, err := os.Stat(dir)
 		return err == nil, nil
 	}
-	if runcstate.Alive(rec.OwnerPid, rec.OwnerStart) {
+	if proc.Alive(rec.OwnerPid, rec.OwnerStart) {
 		return false, fmt.Errorf("container %q: %w (ckpt pid %d): %w", id, ErrRestoreInProgress, rec.OwnerPid, errdefs.ErrFailedPrecondition)
 	}
 	return true, nil

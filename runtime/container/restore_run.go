@@ -14,6 +14,7 @@ import (
 	"github.com/ckpt-dev/ckpt/runtime/criu"
 	"github.com/ckpt-dev/ckpt/runtime/loopback"
 	"github.com/ckpt-dev/ckpt/runtime/plan"
+	"github.com/ckpt-dev/ckpt/runtime/proc"
 	"github.com/ckpt-dev/ckpt/runtime/runcstate"
 	"github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer"
@@ -195,7 +196,7 @@ func (r *Restoring) setPid(pid int) {
 // still stopped, as runc restore does: from here on runc manages the
 // container.
 func (r *Restoring) writeState(ctx context.Context, pid int) error {
-	stat, err := runcstate.ReadStat(pid)
+	stat, err := proc.ReadStat(pid)
 	if err != nil {
 		return fmt.Errorf("restored init %d: %w", pid, err)
 	}

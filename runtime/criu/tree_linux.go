@@ -1,7 +1,6 @@
 package criu
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,24 +33,10 @@ type task struct {
 	start uint64
 }
 
-// startTime is field 22 of /proc/PID/stat (clock ticks since boot).
+// startTime is pid's start time (clock ticks since boot).
 func startTime(pid int) (uint64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// comm may hold spaces and parentheses: fields start after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(f[19], 10, 64)
-	return v, err == nil
+	st, err := proc.ReadStat(pid)
+	return st.StartTime, err == nil
 }
 
 // descendants returns pid's descendants (not pid), depth first, bounded.
