@@ -58,7 +58,7 @@ type ownHost struct {
 	mounts []cgMount     // the caller's cgroup hierarchies
 	keeper *exec.Cmd     // sleeps in the namespaces
 	done   chan struct{} // closed when the keeper exits
-	log    bytes.Buffer
+	log    *os.File      // the keeper's stderr
 }
 
 // hostLeaf is containerd's (and the keeper's) cgroup inside the per-host
@@ -107,7 +107,12 @@ func startOwnHost(name, netns, dir string) (_ *ownHost, retErr error) {
 		argv = append([]string{"nsenter", "--net=" + netns, "--"}, argv...)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stderr = &h.log
+	// What the scripts say (a controller the kernel refused) is kept for
+	// the reader, in the daemon's dir.
+	if h.log, err = os.Create(filepath.Join(dir, "host.log")); err != nil {
+		return nil, err
+	}
+	cmd.Stderr = h.log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -132,7 +137,8 @@ func startOwnHost(name, netns, dir string) (_ *ownHost, retErr error) {
 		}
 	case <-time.After(30 * time.Second):
 	}
-	return nil, fmt.Errorf("host %s did not get ready: %s", name, h.log.String())
+	out, _ := os.ReadFile(h.log.Name())
+	return nil, fmt.Errorf("host %s did not get ready: %s", name, out)
 }
 
 // enterScript puts the keeper into the per-host cgroups, then into new
@@ -204,6 +210,9 @@ func (h *ownHost) close() error {
 		case <-h.done:
 		case <-time.After(10 * time.Second):
 		}
+	}
+	if h.log != nil {
+		h.log.Close()
 	}
 	var errs []error
 	for _, m := range h.cgroupMounts() {
