@@ -27,6 +27,8 @@ type settings struct {
 	tcp      *TCP
 	noShim   bool
 	prepaths []string
+	host     string // WithOwnHost's name
+	ownHost  *ownHost
 }
 
 // WithSandbox runs containerd (and so its shims and their hooks) in the

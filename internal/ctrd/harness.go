@@ -42,6 +42,10 @@ type Daemon struct {
 	// CgroupParent is, with WithCRI, the cgroup parent for pod sandboxes
 	// (LinuxPodSandboxConfig.CgroupParent); Stop removes it.
 	CgroupParent string
+	// HostCgroup is, with WithOwnHost, the per-host cgroup, relative to
+	// the root of every cgroup hierarchy (the root of the daemon's cgroup
+	// namespace): its containers' cgroups are under it.
+	HostCgroup string
 
 	cmd  *exec.Cmd
 	set  settings
@@ -88,10 +92,21 @@ func Start(ctx context.Context, rootfs string, opts ...Option) (_ *Daemon, retEr
 	if err := os.WriteFile(cfg, []byte(config(dir, d.Address, d.cri, set.tcp)), 0o644); err != nil {
 		return nil, err
 	}
-	d.set = set
 	if err := os.MkdirAll(filepath.Join(dir, "xdg"), 0o700); err != nil {
 		return nil, err
 	}
+	if set.host != "" {
+		if set.sandbox != nil {
+			return nil, errors.New("WithOwnHost and WithSandbox: a daemon runs in one of them")
+		}
+		if set.ownHost, err = startOwnHost(set.host, set.netns, dir); err != nil {
+			return nil, err
+		}
+		d.HostCgroup = set.ownHost.cgroup
+		// The tests look at the runc root from outside the host.
+		d.RuncRoot = set.ownHost.path(d.RuncRoot)
+	}
+	d.set = set
 	if err := d.run(); err != nil {
 		return nil, err
 	}
@@ -270,6 +285,15 @@ func (d *Daemon) Stop() error {
 		d.log.Close()
 	}
 	killShims(d.Address)
+	if h := d.set.ownHost; h != nil {
+		// runc's state, the mounts and cgroups are the host's: they go
+		// with its namespaces and cgroups.
+		errs = append(errs, h.close(), UnmountUnder(d.Dir))
+		if err := os.RemoveAll(d.Dir); err != nil {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
 	if d.cri {
 		// CRINamespace's root is shared with other daemons: only ours go,
 		// and the dir only if that leaves it empty.

@@ -72,6 +72,10 @@ func (s *settings) command(cfg, bin string) (*exec.Cmd, error) {
 	if s.sandbox != nil {
 		return s.sandbox.Command(path, "--config", cfg), nil
 	}
+	if s.ownHost != nil {
+		// The host's keeper is in the netns already.
+		return s.ownHost.command(path, "--config", cfg), nil
+	}
 	if s.netns == "" {
 		return exec.Command(path, "--config", cfg), nil
 	}

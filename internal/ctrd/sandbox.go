@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -119,35 +118,13 @@ func (s *Sandbox) Close() error {
 // cgroupMounts is a script that mounts the host's cgroup hierarchies as
 // they are mounted under /sys/fs/cgroup.
 func cgroupMounts() (string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := cgroupHierarchies()
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range f {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+3 >= len(f) || len(f) < 5 {
-			continue
-		}
-		mp, fstype, source, opts := f[4], f[sep+1], f[sep+2], f[sep+3]
-		if mp != "/sys/fs/cgroup" && !strings.HasPrefix(mp, "/sys/fs/cgroup/") {
-			continue
-		}
-		if strings.ContainsAny(mp+fstype+source+opts, "'\\") {
-			return "", fmt.Errorf("cgroup mount %s: unexpected characters", mp)
-		}
-		fmt.Fprintf(&b, "mkdir -p '%s'\nmount -t '%s' -o '%s' '%s' '%s'\n", mp, fstype, opts, source, mp)
-	}
-	if b.Len() == 0 {
-		return "", fmt.Errorf("no cgroup mounts under /sys/fs/cgroup")
+	for _, m := range mounts {
+		fmt.Fprintf(&b, "mkdir -p '%s'\nmount -t '%s' -o '%s' '%s' '%s'\n", m.point, m.fstype, m.opts, m.source, m.point)
 	}
 	return b.String(), nil
 }

@@ -44,6 +44,7 @@ var (
 	CtrBin        = ctrd.CtrBin
 	ParseVersion  = ctrd.ParseVersion
 	WithNetNS     = ctrd.WithNetNS
+	WithOwnHost   = ctrd.WithOwnHost
 	WithTCP       = ctrd.WithTCP
 	WithoutShim   = ctrd.WithoutShim
 	WithPathFirst = ctrd.WithPathFirst

@@ -21,15 +21,20 @@ const (
 
 // Hosts is a source and a target "host": each a containerd in its own
 // network namespace, the target's API also on DstIP:DstPort with mutual
-// TLS (and containerd's own tcp_address, with TLS, on CRIPort). Both use the same containerd namespace, as a container keeps its
-// namespace across a move. They share this machine's /run and cgroups, so
-// a container id exists on one of them at a time.
+// TLS (and containerd's own tcp_address, with TLS, on CRIPort). Both use
+// the same containerd namespace, as a container keeps its namespace
+// across a move. Each daemon is a host of its own (ctrd.WithOwnHost): its
+// own mount namespace with fresh /run/containerd/ckpt and /run/ckpt, and
+// its own cgroup namespace under a per-host cgroup, so that the same
+// container id can exist on both at once, as during a post-copy move
+// (the source frozen, the target restored).
 type Hosts struct {
 	Dir      string
 	Net      *Net
 	PKI      *PKI // the target's CA, server and client certificates
 	Src, Dst *ctrd.Daemon
 
+	tag     string // names the hosts' cgroups
 	more    []*ctrd.Daemon
 	proxies []*TLSProxy
 }
@@ -41,7 +46,7 @@ func Start(ctx context.Context, rootfs, tag string) (_ *Hosts, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hosts{Dir: dir}
+	h := &Hosts{Dir: dir, tag: tag}
 	defer func() {
 		if retErr != nil {
 			h.Stop()
@@ -53,7 +58,7 @@ func Start(ctx context.Context, rootfs, tag string) (_ *Hosts, retErr error) {
 	if h.PKI, err = NewPKI(filepath.Join(dir, "pki"), tag, net.ParseIP(h.Net.DstIP)); err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
-	if h.Src, err = ctrd.Start(ctx, rootfs, ctrd.WithNetNS(Path(h.Net.Src))); err != nil {
+	if h.Src, err = ctrd.Start(ctx, rootfs, ctrd.WithNetNS(Path(h.Net.Src)), ctrd.WithOwnHost(h.tag+"-src")); err != nil {
 		return nil, fmt.Errorf("source containerd: %w", err)
 	}
 	tcp := ctrd.WithTCP(ctrd.TCP{Address: h.Addr(CRIPort), CA: h.PKI.CA, Cert: h.PKI.ServerCert, Key: h.PKI.ServerKey})
@@ -75,7 +80,12 @@ func (h *Hosts) StartTarget(ctx context.Context, rootfs string, port int, opts .
 }
 
 func (h *Hosts) startTarget(ctx context.Context, rootfs string, port int, opts ...ctrd.Option) (*ctrd.Daemon, error) {
-	d, err := ctrd.Start(ctx, rootfs, append([]ctrd.Option{ctrd.WithNetNS(Path(h.Net.Dst))}, opts...)...)
+	// Each target is a host of its own, though they share the network.
+	name := h.tag + "-dst"
+	if h.Dst != nil {
+		name = fmt.Sprintf("%s-dst%d", h.tag, len(h.more)+2)
+	}
+	d, err := ctrd.Start(ctx, rootfs, append([]ctrd.Option{ctrd.WithNetNS(Path(h.Net.Dst)), ctrd.WithOwnHost(name)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

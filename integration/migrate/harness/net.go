@@ -2,6 +2,12 @@
 // tests: two network namespaces joined by a veth pair, each with its own
 // containerd (own root, state and socket, ckpt's shim) started in it, the
 // target listening on TCP with mutual TLS from certificates made here.
+// Each containerd is also a host of its own beyond the network
+// (ctrd.WithOwnHost): own mount namespace with fresh /run/containerd/ckpt
+// and /run/ckpt, own cgroup namespace under a per-host cgroup. So the same
+// container id, namespace and spec can run on the source and the target
+// at once, as in a post-copy move, without colliding on ckpt's runc state,
+// restore records or cgroups (docs/testing.md, "Two hosts on one machine").
 package harness
 
 import (
