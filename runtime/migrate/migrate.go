@@ -101,6 +101,7 @@ type move struct {
 	// post-copy: the source's exit; transferring while its frozen task
 	// serves its memory; the annotations of the target's lazy restore.
 	srcExit            <-chan client.ExitStatus
+	waitCtx            context.Context // for srcExit, until Run returns
 	transferring       bool
 	restoreAnnotations map[string]string
 
@@ -134,6 +135,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	cfg.Log.WithFields(logrus.Fields{"from": cfg.Source.Address, "to": cfg.Target.Address, "mode": mode}).Info("moving")
 	m := &move{cfg: cfg, log: cfg.Log}
+	var stopWait context.CancelFunc
+	m.waitCtx, stopWait = context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWait()
 	if err := m.openSource(ctx); err != nil {
 		return Result{}, err
 	}

@@ -66,7 +66,9 @@ func (m *move) startTransfer(ctx context.Context) error {
 	if err := m.srcTask.Update(cctx, client.WithAnnotations(lazy.Annotations())); err != nil {
 		return fmt.Errorf("the source's shim does not take ckpt's lazy checkpoint options (ckpt's shim on the source older than this ckpt?); the source was not touched: %w", err)
 	}
-	exitC, err := m.srcTask.Wait(cctx)
+	// The wait outlives this step: the source ends when its last page
+	// has moved (awaitTransfer); Run's end cancels it.
+	exitC, err := m.srcTask.Wait(m.waitCtx)
 	if err != nil {
 		return fmt.Errorf("wait on the source task: %w", err)
 	}
@@ -117,6 +119,9 @@ func (m *move) awaitTransfer(ctx context.Context) error {
 	m.log.Info("moving the memory (the container runs on the target)")
 	select {
 	case st := <-m.srcExit:
+		if err := st.Error(); err != nil {
+			return m.transferFailed(wctx, fmt.Errorf("wait on the source task: %w", err))
+		}
 		m.transferring = false
 		m.log.WithField("source_exit", st.ExitCode()).Info("every page moved; the source task ended")
 		return nil
