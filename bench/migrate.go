@@ -48,8 +48,12 @@ type migSample struct {
 	Rep      int           `json:"rep"`
 	Downtime time.Duration `json:"downtime_ns,omitempty"`
 	Total    time.Duration `json:"total_ns,omitempty"`
-	// TotalFromRun: Total is migrate.Result.Total, not Run's duration.
+	// TotalFromRun: Total is migrate.Result.Total; TotalIsCall: it is
+	// Run's whole call (migrateOutcome).
 	TotalFromRun bool `json:"total_from_run,omitempty"`
+	TotalIsCall  bool `json:"total_is_call,omitempty"`
+	// Phases: checkpoint, copy, restore (migrateOutcome.Phases).
+	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
 	// Check is the moved memhog's answer ("check ok PAGES").
 	Check        string `json:"check,omitempty"`
 	NotAvailable string `json:"not_available,omitempty"`
@@ -169,7 +173,7 @@ func (m *migrator) once(ctx context.Context, mode string, mib, rep int) (s migSa
 	if err != nil {
 		return fail(fmt.Errorf("wrong result on the target: %w", err))
 	}
-	s.Downtime, s.Total, s.TotalFromRun, s.Check = out.Downtime, out.Total, out.TotalFromRun, check
+	s.Downtime, s.Total, s.TotalFromRun, s.TotalIsCall, s.Phases, s.Check = out.Downtime, out.Total, out.TotalFromRun, out.TotalIsCall, out.Phases, check
 	return s
 }
 

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/migrate"
@@ -56,6 +58,13 @@ type migrateOutcome struct {
 	Total    time.Duration `json:"total_ns"`
 	// TotalFromRun: Total is Run's own Result.Total (else Run's duration).
 	TotalFromRun bool `json:"total_from_run,omitempty"`
+	// TotalIsCall: Total is Run's whole call, connecting and preflight
+	// included (neither Result.Total nor Run's log to time it from).
+	TotalIsCall bool `json:"total_is_call,omitempty"`
+	// Phases are checkpoint (request to the source task deleted), copy
+	// (the blobs to the target) and restore (container and task created
+	// and started on the target), where they could be told apart.
+	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
 	// Refused is Run's error where it would not do the mode at all (the
 	// source untouched): the mode is not available, not failed.
 	Refused string `json:"refused,omitempty"`
@@ -89,9 +98,10 @@ func migrateChild() error {
 // runCkptMove is `ckpt migrate` as a library call: stop-and-copy, or
 // post-copy with the source's page server on SrcIP.
 func runCkptMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
+	clock := &logClock{at: map[string]time.Time{}}
 	logger := logrus.New()
-	logger.SetOutput(os.Stderr)
-	logger.SetLevel(logrus.WarnLevel)
+	logger.SetOutput(io.Discard)
+	logger.AddHook(clock)
 	cfg := migrate.Config{
 		Source: migrate.Endpoint{Address: job.Source}, Target: job.Target,
 		Namespace: job.Namespace, ID: job.ID, Copy: job.Mode == modeStopCopy,
@@ -107,7 +117,8 @@ func runCkptMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 	}
 	t0 := time.Now()
 	res, err := migrate.Run(ctx, cfg)
-	ran := time.Since(t0)
+	returned := time.Now()
+	ran := returned.Sub(t0)
 	if err != nil {
 		if errors.Is(err, migrate.ErrPostCopyNotYet) || errdefs.IsNotImplemented(err) {
 			return migrateOutcome{Refused: err.Error()}, nil
@@ -116,8 +127,90 @@ func runCkptMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 	}
 	out := migrateOutcome{Downtime: res.Downtime}
 	out.Total, out.TotalFromRun = resultTotal(res, ran)
+	start, logged := clock.get(logCheckpointing)
+	switch {
+	case out.TotalFromRun:
+	case logged:
+		// Closer to the definition than Run's whole call: from the
+		// checkpoint request, not from connecting.
+		out.Total = returned.Sub(start)
+	default:
+		out.TotalIsCall = true
+	}
+	if logged {
+		out.Phases = clock.phases(start.Add(res.Downtime))
+	}
 	return out, nil
 }
+
+// What Run logs at the steps of a move (runtime/migrate/migrate.go). The
+// phases are read from them; where the messages change, the phases are
+// left out and nothing else is lost.
+const (
+	logCheckpointing = "checkpointing the source"
+	logCheckpointed  = "source checkpointed and its task deleted"
+	logCopying       = "copying the checkpoint to the target"
+	logCopied        = "checkpoint copied"
+)
+
+// logClock is a logrus hook that notes when Run first logs each step,
+// and passes warnings and errors on to stderr.
+type logClock struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func (c *logClock) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (c *logClock) Fire(e *logrus.Entry) error {
+	if e.Level <= logrus.WarnLevel {
+		fmt.Fprintln(os.Stderr, e.Level, e.Message, e.Data)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range []string{logCheckpointing, logCheckpointed, logCopying, logCopied} {
+		if _, seen := c.at[m]; !seen && strings.HasPrefix(e.Message, m) {
+			c.at[m] = e.Time
+		}
+	}
+	return nil
+}
+
+func (c *logClock) get(m string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.at[m]
+	return t, ok
+}
+
+// phases are the spans between the steps: restore is from the copy's end
+// to running, when the task started on the target.
+func (c *logClock) phases(running time.Time) map[string]time.Duration {
+	p := map[string]time.Duration{}
+	span := func(name, from, to string, end time.Time) {
+		a, ok1 := c.get(from)
+		b, ok2 := c.get(to)
+		if to == "" {
+			b, ok2 = end, true
+		}
+		if ok1 && ok2 && !b.Before(a) {
+			p[name] = b.Sub(a)
+		}
+	}
+	span(phaseCheckpoint, logCheckpointing, logCheckpointed, time.Time{})
+	span(phaseCopy, logCopying, logCopied, time.Time{})
+	span(phaseRestore, logCopied, "", running)
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+const (
+	phaseCheckpoint = "checkpoint"
+	phaseCopy       = "copy"
+	phaseRestore    = "restore"
+)
 
 // freePort is a TCP port nothing listens on at ip, in this namespace.
 func freePort(ip string) (int, error) {
@@ -176,6 +269,8 @@ func runPlainMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 	if _, err := task.Delete(ctx); err != nil {
 		return migrateOutcome{}, fmt.Errorf("delete the source task: %w", err)
 	}
+	phases := map[string]time.Duration{phaseCheckpoint: time.Since(t0)}
+	t1 := time.Now()
 	lease, err := dst.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
 	if err != nil {
 		return migrateOutcome{}, err
@@ -184,6 +279,8 @@ func runPlainMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 	if err := copyTree(lctx, src.ContentStore(), dst.ContentStore(), img.Target()); err != nil {
 		return migrateOutcome{}, fmt.Errorf("copy the checkpoint: %w", err)
 	}
+	phases[phaseCopy] = time.Since(t1)
+	t2 := time.Now()
 	cp := client.NewImage(dst, images.Image{Name: ref, Target: img.Target()})
 	nc, err := dst.Restore(lctx, job.ID, cp, client.WithRestoreImage, client.WithRestoreSpec,
 		client.WithRestoreRuntime, client.WithRestoreRW)
@@ -197,7 +294,8 @@ func runPlainMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 	if err := nt.Start(lctx); err != nil {
 		return migrateOutcome{}, fmt.Errorf("start the restored task: %w", err)
 	}
-	out := migrateOutcome{Downtime: time.Since(t0)}
+	phases[phaseRestore] = time.Since(t2)
+	out := migrateOutcome{Downtime: time.Since(t0), Phases: phases}
 	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil {
 		return out, fmt.Errorf("delete the source container: %w", err)
 	}

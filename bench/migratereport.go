@@ -100,6 +100,7 @@ func migrationMarkdown(samples []migSample, reps int, env string) string {
 			fmt.Fprintf(&b, "| %d | %s | %s | %s | %d | %d |\n", mib, mode, down, total, c.OK, c.Failed)
 		}
 	}
+	b.WriteString(phasesMarkdown(samples, sizes))
 	var failed []string
 	for _, s := range samples {
 		if s.Err != "" {
@@ -111,6 +112,40 @@ func migrationMarkdown(samples []migSample, reps int, env string) string {
 	}
 	b.WriteString("\n" + postCopyTargets(cells) + "\n")
 	return b.String()
+}
+
+// phasesMarkdown is where a move's time goes, medians of the good
+// samples that could tell the phases apart.
+func phasesMarkdown(samples []migSample, sizes []int) string {
+	var b strings.Builder
+	for _, mib := range sizes {
+		for _, mode := range migrateModes {
+			row := fmt.Sprintf("| %d | %s |", mib, mode)
+			any := false
+			for _, ph := range []string{phaseCheckpoint, phaseCopy, phaseRestore} {
+				var d []time.Duration
+				for _, s := range samples {
+					if v, ok := s.Phases[ph]; ok && s.Mode == mode && s.MemMiB == mib && s.Err == "" {
+						d = append(d, v)
+					}
+				}
+				if len(d) == 0 {
+					row += " – |"
+					continue
+				}
+				row += " " + fmtMs(medianDur(d)) + " |"
+				any = true
+			}
+			if any {
+				b.WriteString(row + "\n")
+			}
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return "\nWhere the downtime goes (medians): checkpoint (request to the source task deleted), copy (the checkpoint's blobs to the target's content store), restore (container and task created and started on the target).\n\n" +
+		"| MiB | mode | checkpoint | copy | restore |\n|---|---|---|---|---|\n" + b.String()
 }
 
 // postCopyTargets states the post-copy goals against this run: downtime
@@ -148,15 +183,13 @@ func verdict(ok bool) string {
 }
 
 func hasRunTotal(samples []migSample) bool {
-	return slices.ContainsFunc(samples, func(s migSample) bool {
-		return s.Mode != modePlainPath && s.Err == "" && s.NotAvailable == "" && !s.TotalFromRun
-	})
+	return slices.ContainsFunc(samples, func(s migSample) bool { return s.Err == "" && s.TotalIsCall })
 }
 
 // runTotal says whether mode's total at mib is Run's duration.
 func runTotal(samples []migSample, mode string, mib int) bool {
-	return mode != modePlainPath && slices.ContainsFunc(samples, func(s migSample) bool {
-		return s.Mode == mode && s.MemMiB == mib && s.Err == "" && s.NotAvailable == "" && !s.TotalFromRun
+	return slices.ContainsFunc(samples, func(s migSample) bool {
+		return s.Mode == mode && s.MemMiB == mib && s.Err == "" && s.TotalIsCall
 	})
 }
 
