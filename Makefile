@@ -52,6 +52,12 @@ lint:
 bench: build
 	cd bench && $(GO) run . -out ../results
 
+# Only the live migration between two containerds (docs/benchmark.md,
+# "Live migration"); BENCH_FLAGS="-migrate-sizes 64 -migrate-reps 1" for a short one.
+.PHONY: bench-migrate
+bench-migrate: build
+	cd bench && $(GO) run . -migrate-only $(BENCH_FLAGS) -out ../results
+
 # Shim memory (PSS) of 10 idle pods of 3 containers, ckpt's against runc's (docs/pods.md).
 .PHONY: bench-pods
 bench-pods: build

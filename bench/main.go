@@ -60,6 +60,8 @@ func main() {
 	flag.Parse()
 	var err error
 	switch {
+	case *migrateChildFlag:
+		err = migrateChild()
 	case *from != "":
 		err = rerender(*from, *out)
 	case *pods > 0:
@@ -97,11 +99,18 @@ func run(out string, reps int, sizes []int, want func(string) bool, keep string)
 		defer restore()
 		memState = state
 	}
-	if err := warmMemory(scratch, warmMiB(sizes)); err != nil {
+	warm := sizes
+	if *migrateOnly {
+		warm = parseSizes(*migrateSizes)
+	}
+	if err := warmMemory(scratch, warmMiB(warm)); err != nil {
 		return err
 	}
 	if *lazyOnly {
 		return runLazy(ctx, scratch, memhog, out)
+	}
+	if *migrateOnly {
+		return runMigrate(ctx, scratch, memhog, out, memState)
 	}
 	var targets []Target
 	if want(targetRawCRIU) {
@@ -132,6 +141,9 @@ func run(out string, reps int, sizes []int, want func(string) bool, keep string)
 	fmt.Println(markdown(samples, env))
 	if err := runLazy(ctx, scratch, memhog, out); err != nil {
 		return fmt.Errorf("lazy restore comparison: %w", err)
+	}
+	if err := runMigrate(ctx, scratch, memhog, out, memState); err != nil {
+		return fmt.Errorf("live-migration comparison: %w", err)
 	}
 	fmt.Printf("results in %s\n", out)
 	return nil
@@ -265,13 +277,19 @@ func buildMemhog(dir string) (string, error) {
 }
 
 func environment(memState string) string {
+	return environmentOf(memState, "images on tmpfs")
+}
+
+// environmentOf names the machine, the components and where checkpoints
+// are kept (storage).
+func environmentOf(memState, storage string) string {
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	criuV, _ := exec.Command("criu", "--version").Output()
 	runcV, _ := exec.Command("runc", "--version").Output()
 	ctrdV, _ := exec.Command("containerd", "--version").Output()
 	first := func(b []byte) string { return strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]) }
-	return fmt.Sprintf("Run %s on kernel %s, %d CPUs; criu %s; %s; %s; images on tmpfs; %s; %s.",
+	return fmt.Sprintf("Run %s on kernel %s, %d CPUs; criu %s; %s; %s; %s; %s; %s.",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), unix.ByteSliceToString(uts.Release[:]), runtime.NumCPU(),
-		strings.TrimPrefix(first(criuV), "Version: "), first(runcV), first(ctrdV), runState(), memState)
+		strings.TrimPrefix(first(criuV), "Version: "), first(runcV), first(ctrdV), storage, runState(), memState)
 }

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ckpt-dev/ckpt/runtime/migrate"
+)
+
+func TestMigrationMarkdown(t *testing.T) {
+	ms := time.Millisecond
+	samples := []migSample{
+		{Mode: modePostCopy, MemMiB: 64, Rep: 1, NotAvailable: "post-copy not implemented"},
+		{Mode: modeStopCopy, MemMiB: 64, Rep: 1, Downtime: 100 * ms, Total: 150 * ms, TotalIsCall: true},
+		{Mode: modeStopCopy, MemMiB: 64, Rep: 2, Downtime: 300 * ms, Total: 350 * ms, TotalIsCall: true},
+		{Mode: modeStopCopy, MemMiB: 64, Rep: 3, Downtime: 200 * ms, Total: 250 * ms, TotalIsCall: true},
+		// A wrong result is reported as failed and its times do not count.
+		{Mode: modePlainPath, MemMiB: 64, Rep: 1, Downtime: time.Millisecond, Err: "wrong result on the target: check bad page 3"},
+	}
+	md := migrationMarkdown(samples, 3, "env")
+	for _, want := range []string{
+		"| 64 | post-copy | not available: post-copy not implemented | – | 0 | 0 |",
+		"| 64 | stop-and-copy | 200 ms | 250 ms * | 3 | 0 |",
+		"| 64 | ctr plain path | failed | – | 0 | 1 |",
+		"check bad page 3",
+		"post-copy downtime at 1 GiB: not measured",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no %q in\n%s", want, md)
+		}
+	}
+}
+
+func TestPostCopyTargets(t *testing.T) {
+	ms := time.Millisecond
+	cells, _ := migCells([]migSample{
+		{Mode: modePostCopy, MemMiB: 64, Downtime: 100 * ms, TotalFromRun: true},
+		{Mode: modePostCopy, MemMiB: 1024, Downtime: 250 * ms, TotalFromRun: true},
+		{Mode: modePostCopy, MemMiB: 2048, Downtime: 130 * ms, TotalFromRun: true},
+	})
+	got := postCopyTargets(cells)
+	for _, want := range []string{"1 GiB 250 ms (target <= 300 ms: reached)", "2 GiB / 64 MiB downtime 1.30 (target <= 1.25: not reached)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in %q", want, got)
+		}
+	}
+}
+
+// The helpers reach Config.PageServer and Result.Total only where they
+// exist; against a package without them, Run's duration stands in.
+func TestMigrateAPIHelpers(t *testing.T) {
+	var cfg migrate.Config
+	has := setPageServer(&cfg, "10.0.0.1:1234")
+	total, fromRun := resultTotal(migrate.Result{Downtime: time.Second}, 3*time.Second)
+	if !has && (fromRun || total != 3*time.Second) {
+		t.Errorf("without Result.Total: %v, %v; want Run's 3s", total, fromRun)
+	}
+}
