@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -112,21 +111,23 @@ func runCkptMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 		if err != nil {
 			return migrateOutcome{}, err
 		}
-		// Without the field (today) Run refuses the mode on its own.
-		setPageServer(&cfg, net.JoinHostPort(job.SrcIP, fmt.Sprint(port)))
+		cfg.PageServer = net.JoinHostPort(job.SrcIP, fmt.Sprint(port))
 	}
 	t0 := time.Now()
 	res, err := migrate.Run(ctx, cfg)
 	returned := time.Now()
 	ran := returned.Sub(t0)
 	if err != nil {
-		if errors.Is(err, migrate.ErrPostCopyNotYet) || errdefs.IsNotImplemented(err) {
+		if errdefs.IsNotImplemented(err) {
 			return migrateOutcome{Refused: err.Error()}, nil
 		}
 		return migrateOutcome{}, err
 	}
 	out := migrateOutcome{Downtime: res.Downtime}
-	out.Total, out.TotalFromRun = resultTotal(res, ran)
+	out.Total, out.TotalFromRun = res.Total, res.Total > 0
+	if !out.TotalFromRun {
+		out.Total = ran
+	}
 	start, logged := clock.get(logCheckpointing)
 	switch {
 	case out.TotalFromRun:

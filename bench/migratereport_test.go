@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckpt-dev/ckpt/runtime/migrate"
 )
 
 func TestMigrationMarkdown(t *testing.T) {
@@ -47,13 +46,3 @@ func TestPostCopyTargets(t *testing.T) {
 	}
 }
 
-// The helpers reach Config.PageServer and Result.Total only where they
-// exist; against a package without them, Run's duration stands in.
-func TestMigrateAPIHelpers(t *testing.T) {
-	var cfg migrate.Config
-	has := setPageServer(&cfg, "10.0.0.1:1234")
-	total, fromRun := resultTotal(migrate.Result{Downtime: time.Second}, 3*time.Second)
-	if !has && (fromRun || total != 3*time.Second) {
-		t.Errorf("without Result.Total: %v, %v; want Run's 3s", total, fromRun)
-	}
-}
