@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 func TestMigrationMarkdown(t *testing.T) {
@@ -45,4 +44,3 @@ func TestPostCopyTargets(t *testing.T) {
 		}
 	}
 }
-
