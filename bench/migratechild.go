@@ -6,11 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/migrate"
@@ -58,9 +56,9 @@ type migrateOutcome struct {
 	// TotalFromRun: Total is Run's own Result.Total (else Run's duration).
 	TotalFromRun bool `json:"total_from_run,omitempty"`
 	// TotalIsCall: Total is Run's whole call, connecting and preflight
-	// included (neither Result.Total nor Run's log to time it from).
+	// included (no Result.Total).
 	TotalIsCall bool `json:"total_is_call,omitempty"`
-	// Phases are checkpoint (request to the source task deleted), copy
+	// Phases are checkpoint (request to the image in the source content store), copy
 	// (the blobs to the target) and restore (container and task created
 	// and started on the target), where they could be told apart.
 	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
@@ -97,10 +95,10 @@ func migrateChild() error {
 // runCkptMove is `ckpt migrate` as a library call: stop-and-copy, or
 // post-copy with the source's page server on SrcIP.
 func runCkptMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
-	clock := &logClock{at: map[string]time.Time{}}
+	// Run's warnings and errors only, on stderr.
 	logger := logrus.New()
-	logger.SetOutput(io.Discard)
-	logger.AddHook(clock)
+	logger.SetOutput(os.Stderr)
+	logger.SetLevel(logrus.WarnLevel)
 	cfg := migrate.Config{
 		Source: migrate.Endpoint{Address: job.Source}, Target: job.Target,
 		Namespace: job.Namespace, ID: job.ID, Copy: job.Mode == modeStopCopy,
@@ -115,96 +113,20 @@ func runCkptMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 	}
 	t0 := time.Now()
 	res, err := migrate.Run(ctx, cfg)
-	returned := time.Now()
-	ran := returned.Sub(t0)
+	ran := time.Since(t0)
 	if err != nil {
 		if errdefs.IsNotImplemented(err) {
 			return migrateOutcome{Refused: err.Error()}, nil
 		}
 		return migrateOutcome{}, err
 	}
-	out := migrateOutcome{Downtime: res.Downtime}
-	out.Total, out.TotalFromRun = res.Total, res.Total > 0
-	if !out.TotalFromRun {
-		out.Total = ran
-	}
-	start, logged := clock.get(logCheckpointing)
-	switch {
-	case out.TotalFromRun:
-	case logged:
-		// Closer to the definition than Run's whole call: from the
-		// checkpoint request, not from connecting.
-		out.Total = returned.Sub(start)
-	default:
-		out.TotalIsCall = true
-	}
-	if logged {
-		out.Phases = clock.phases(start.Add(res.Downtime))
+	out := migrateOutcome{Downtime: res.Downtime, Total: res.Total, TotalFromRun: true, Phases: map[string]time.Duration{
+		phaseCheckpoint: res.Checkpoint, phaseCopy: res.Copy, phaseRestore: res.Restore,
+	}}
+	if out.Total <= 0 {
+		out.Total, out.TotalFromRun, out.TotalIsCall = ran, false, true
 	}
 	return out, nil
-}
-
-// What Run logs at the steps of a move (runtime/migrate/migrate.go). The
-// phases are read from them; where the messages change, the phases are
-// left out and nothing else is lost.
-const (
-	logCheckpointing = "checkpointing the source"
-	logCheckpointed  = "source checkpointed and its task deleted"
-	logCopying       = "copying the checkpoint to the target"
-	logCopied        = "checkpoint copied"
-)
-
-// logClock is a logrus hook that notes when Run first logs each step,
-// and passes warnings and errors on to stderr.
-type logClock struct {
-	mu sync.Mutex
-	at map[string]time.Time
-}
-
-func (c *logClock) Levels() []logrus.Level { return logrus.AllLevels }
-
-func (c *logClock) Fire(e *logrus.Entry) error {
-	if e.Level <= logrus.WarnLevel {
-		fmt.Fprintln(os.Stderr, e.Level, e.Message, e.Data)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, m := range []string{logCheckpointing, logCheckpointed, logCopying, logCopied} {
-		if _, seen := c.at[m]; !seen && strings.HasPrefix(e.Message, m) {
-			c.at[m] = e.Time
-		}
-	}
-	return nil
-}
-
-func (c *logClock) get(m string) (time.Time, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t, ok := c.at[m]
-	return t, ok
-}
-
-// phases are the spans between the steps: restore is from the copy's end
-// to running, when the task started on the target.
-func (c *logClock) phases(running time.Time) map[string]time.Duration {
-	p := map[string]time.Duration{}
-	span := func(name, from, to string, end time.Time) {
-		a, ok1 := c.get(from)
-		b, ok2 := c.get(to)
-		if to == "" {
-			b, ok2 = end, true
-		}
-		if ok1 && ok2 && !b.Before(a) {
-			p[name] = b.Sub(a)
-		}
-	}
-	span(phaseCheckpoint, logCheckpointing, logCheckpointed, time.Time{})
-	span(phaseCopy, logCopying, logCopied, time.Time{})
-	span(phaseRestore, logCopied, "", running)
-	if len(p) == 0 {
-		return nil
-	}
-	return p
 }
 
 const (

@@ -58,6 +58,10 @@ type Result struct {
 	// Total: from the checkpoint request until every page is on the
 	// target and the source is deleted.
 	Total time.Duration
+	// The downtime's parts: the checkpoint (until the image is in the
+	// source's content store), the copy to the target's, the restore
+	// (container and task made and started on the target).
+	Checkpoint, Copy, Restore time.Duration
 	// Copied is the bytes written to the target's content store.
 	Copied int64
 }
@@ -111,6 +115,7 @@ type move struct {
 	dstTask   client.Task
 	rmFIFOs   func()
 	copied    int64
+	copiedAt  time.Time // the copy's end, for Result.Copy
 }
 
 // Run moves the container. It returns before the source is touched when
@@ -158,11 +163,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := checkpoint(ctx); err != nil {
 		return Result{}, err
 	}
+	checkpointed := time.Since(start)
 	if err := m.toTarget(ctx); err != nil {
 		return Result{}, m.rollback(ctx, err)
 	}
-	res := Result{Downtime: time.Since(start), Copied: m.copied}
-	m.log.WithFields(logrus.Fields{"downtime": res.Downtime, "copied": res.Copied}).Info("the container runs on the target")
+	res := Result{Downtime: time.Since(start), Copied: m.copied, Checkpoint: checkpointed}
+	res.Copy = m.copiedAt.Sub(start) - checkpointed
+	res.Restore = res.Downtime - res.Checkpoint - res.Copy
+	m.log.WithFields(logrus.Fields{"downtime": res.Downtime, "copied": res.Copied,
+		"checkpoint": res.Checkpoint, "copy": res.Copy, "restore": res.Restore}).Info("the container runs on the target")
 	if !cfg.Copy {
 		m.clearRestoreAnnotations(context.WithoutCancel(ctx))
 		if err := m.awaitTransfer(ctx); err != nil {
@@ -286,6 +295,7 @@ func (m *move) toTarget(ctx context.Context) error {
 	m.log.WithField("bytes", cp.total).Info("copying the checkpoint to the target")
 	err = cp.tree(sctx, index)
 	m.copied = cp.copied.Load()
+	m.copiedAt = time.Now()
 	if err != nil {
 		return err
 	}
