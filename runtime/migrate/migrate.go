@@ -116,6 +116,8 @@ type move struct {
 	rmFIFOs   func()
 	copied    int64
 	copiedAt  time.Time // the copy's end, for Result.Copy
+	// checkpointAt is the checkpoint request, where the downtime starts.
+	checkpointAt time.Time
 }
 
 // Run moves the container. It returns before the source is touched when
@@ -155,7 +157,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("interrupted before the checkpoint; the source was not touched: %w", err)
 	}
 
-	start := time.Now()
 	checkpoint := m.checkpointSource
 	if !cfg.Copy {
 		checkpoint = m.startTransfer
@@ -163,6 +164,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := checkpoint(ctx); err != nil {
 		return Result{}, err
 	}
+	// The clock starts at the checkpoint request (checkpointAt): what
+	// comes before it does not stop the source.
+	start := m.checkpointAt
 	checkpointed := time.Since(start)
 	if err := m.toTarget(ctx); err != nil {
 		return Result{}, m.rollback(ctx, err)
@@ -244,6 +248,7 @@ func (m *move) checkpointSource(ctx context.Context) error {
 	ref := fmt.Sprintf("ckpt-migrate/%s:%d", m.cfg.ID, time.Now().UnixNano())
 	m.log.WithField("image", ref).Info("checkpointing the source (stop-and-copy)")
 	// TaskExit before Task: Task sends the options as they are then.
+	m.checkpointAt = time.Now()
 	img, err := m.ctr.Checkpoint(cctx, ref,
 		client.WithCheckpointImage, client.WithCheckpointTaskExit, client.WithCheckpointTask,
 		client.WithCheckpointRuntime, client.WithCheckpointRW)

@@ -75,6 +75,7 @@ func (m *move) startTransfer(ctx context.Context) error {
 	m.srcExit = exitC
 	ref := fmt.Sprintf("ckpt-migrate/%s:%d", m.cfg.ID, time.Now().UnixNano())
 	m.log.WithFields(logrus.Fields{"image": ref, "page_server": m.cfg.PageServer}).Info("checkpointing the source (post-copy: its memory stays there, served)")
+	m.checkpointAt = time.Now()
 	img, err := m.ctr.Checkpoint(cctx, ref,
 		client.WithCheckpointImage, client.WithCheckpointTaskExit, client.WithCheckpointTask,
 		client.WithCheckpointRuntime, client.WithCheckpointRW)
