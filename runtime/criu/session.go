@@ -289,6 +289,7 @@ func (s *Session) Do(ctx context.Context, req *rpc.CriuReq, h Handler) (*rpc.Cri
 			nlog.Debug("criu notification")
 			if stage == StatusReady {
 				rollback.Store(false)
+				wd.serve()
 			}
 			var ans *Answer
 			var herr error

@@ -86,6 +86,10 @@ type watchdog struct {
 	mu       sync.Mutex
 	progress time.Time // last progress
 	inside   bool      // ckpt's handler runs: CRIU waits for us
+	// serving: a lazy dump past status-ready waits for its restore to
+	// fetch pages, silent as long as nobody asks; the caller's transfer
+	// timeout bounds that wait, not the stall.
+	serving bool
 	offset   int64     // how much of the log was read
 	partial  []byte    // an unfinished last line
 	seen     map[string]struct{}
@@ -110,6 +114,13 @@ func (w *watchdog) handler(running bool, now time.Time) {
 	w.mu.Unlock()
 }
 
+// serve marks the request as a lazy dump's page server (see serving).
+func (w *watchdog) serve() {
+	w.mu.Lock()
+	w.serving = true
+	w.mu.Unlock()
+}
+
 // check reads what the log gained since the last check and returns the
 // error that ends the request, if any.
 func (w *watchdog) check(now time.Time) error {
@@ -120,7 +131,7 @@ func (w *watchdog) check(now time.Time) error {
 			return err
 		}
 	}
-	if !w.inside && now.Sub(w.progress) > w.limits.Stall {
+	if !w.inside && !w.serving && now.Sub(w.progress) > w.limits.Stall {
 		msg := ""
 		if w.last != "" {
 			msg = fmt.Sprintf("; its last log line: %q", w.last)

@@ -22,6 +22,7 @@ func TestWatchdogRule(t *testing.T) {
 		after   time.Duration // since t0
 		write   string
 		handler *bool
+		serve   bool
 	}
 	yes, no := true, false
 	cases := []struct {
@@ -31,32 +32,39 @@ func TestWatchdogRule(t *testing.T) {
 		wantErr error
 	}{
 		{"new lines are progress", []step{
-			{1 * time.Second, "(00.1) 1: Read 401000 1 pages\n", nil},
-			{2 * time.Second, "(00.2) 1: Read 5e0000 2 pages\n", nil},
+			{1 * time.Second, "(00.1) 1: Read 401000 1 pages\n", nil, false},
+			{2 * time.Second, "(00.2) 1: Read 5e0000 2 pages\n", nil, false},
 		}, 2500 * time.Millisecond, nil},
 		{"a repeated line is not", []step{
-			{500 * time.Millisecond, "(00.1) 1: Advanced iov 0 bytes\n", nil},
-			{1500 * time.Millisecond, "(00.2) 1: Advanced iov 0 bytes\n(00.3) 1: Advanced iov 0 bytes\n", nil},
+			{500 * time.Millisecond, "(00.1) 1: Advanced iov 0 bytes\n", nil, false},
+			{1500 * time.Millisecond, "(00.2) 1: Advanced iov 0 bytes\n(00.3) 1: Advanced iov 0 bytes\n", nil, false},
 		}, 2 * time.Second, ErrStalled},
 		{"a loop of two lines is not", []step{
-			{100 * time.Millisecond, "(0.1) a\n(0.2) b\n", nil},
-			{900 * time.Millisecond, "(0.3) a\n(0.4) b\n(0.5) a\n", nil},
-			{1400 * time.Millisecond, "(0.6) b\n", nil},
+			{100 * time.Millisecond, "(0.1) a\n(0.2) b\n", nil, false},
+			{900 * time.Millisecond, "(0.3) a\n(0.4) b\n(0.5) a\n", nil, false},
+			{1400 * time.Millisecond, "(0.6) b\n", nil, false},
 		}, 1800 * time.Millisecond, ErrStalled},
 		{"silence is not", nil, 1100 * time.Millisecond, ErrStalled},
 		{"a half-written line waits for its end", []step{
-			{900 * time.Millisecond, "(0.1) some", nil},
-			{1000 * time.Millisecond, "thing new\n", nil},
+			{900 * time.Millisecond, "(0.1) some", nil, false},
+			{1000 * time.Millisecond, "thing new\n", nil, false},
 		}, 1900 * time.Millisecond, nil},
 		{"a handler's time does not count", []step{
-			{100 * time.Millisecond, "", &yes},
+			{100 * time.Millisecond, "", &yes, false},
 		}, 10 * time.Second, nil},
 		{"after the handler the clock starts again", []step{
-			{100 * time.Millisecond, "", &yes},
-			{5 * time.Second, "", &no},
+			{100 * time.Millisecond, "", &yes, false},
+			{5 * time.Second, "", &no, false},
 		}, 6200 * time.Millisecond, ErrStalled},
+		{"a lazy dump serving pages may be silent", []step{
+			{100 * time.Millisecond, "(0.1) status-ready\n", nil, true},
+		}, time.Hour, nil},
+		{"but its log is still bounded", []step{
+			{100 * time.Millisecond, "", nil, true},
+			{200 * time.Millisecond, strings.Repeat("(0.1) x\n", 200), nil, false},
+		}, 300 * time.Millisecond, ErrLogLimit},
 		{"the log limit", []step{
-			{100 * time.Millisecond, strings.Repeat("(0.1) x\n", 200), nil},
+			{100 * time.Millisecond, strings.Repeat("(0.1) x\n", 200), nil, false},
 		}, 200 * time.Millisecond, ErrLogLimit},
 	}
 	for _, tc := range cases {
@@ -74,6 +82,9 @@ func TestWatchdogRule(t *testing.T) {
 				}
 				if s.handler != nil {
 					w.handler(*s.handler, t0.Add(s.after))
+				}
+				if s.serve {
+					w.serve()
 				}
 				if err := w.check(t0.Add(s.after)); err != nil && tc.wantErr == nil {
 					t.Fatalf("at %s: %v", s.after, err)
