@@ -90,10 +90,10 @@ type watchdog struct {
 	// fetch pages, silent as long as nobody asks; the caller's transfer
 	// timeout bounds that wait, not the stall.
 	serving bool
-	offset   int64     // how much of the log was read
-	partial  []byte    // an unfinished last line
-	seen     map[string]struct{}
-	last     string // the last message read
+	offset  int64  // how much of the log was read
+	partial []byte // an unfinished last line
+	seen    map[string]struct{}
+	last    string // the last message read
 }
 
 func newWatchdog(limits Limits, logFile string, now time.Time) *watchdog {
