@@ -75,7 +75,7 @@ soak:
 demo: build
 	bash scripts/demo.sh
 
-# ckpt migrate between two containerds in two network namespaces.
+# ckpt migrate between two "hosts" (netns, mount and cgroup namespaces): post-copy, then --copy back.
 demo-migrate: build
 	bash scripts/demo-migrate.sh
 
