@@ -128,6 +128,11 @@ func (m *move) awaitTransfer(ctx context.Context) error {
 		return nil
 	case st := <-dstExit:
 		return m.transferFailed(wctx, fmt.Errorf("the target's task exited (status %d) before every page had moved", st.ExitCode()))
+	case <-ctx.Done():
+		// Nothing can be undone now: the target runs, the source holds the
+		// pages not yet moved. The transfer goes on without the client.
+		return fmt.Errorf("interrupted once the container ran on the target (it runs there): its memory is still moving from the source, whose task ends when the last page has moved (its shim thaws it instead if the transfer fails); then delete the source's task and container %s in namespace %s: %w",
+			m.cfg.ID, m.cfg.Namespace, ctx.Err())
 	case <-wctx.Done():
 		return m.transferFailed(wctx, fmt.Errorf("the source did not end within %s: %w", m.cfg.TransferTimeout+postCopyGrace, wctx.Err()))
 	}
