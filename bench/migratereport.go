@@ -144,7 +144,7 @@ func phasesMarkdown(samples []migSample, sizes []int) string {
 	if b.Len() == 0 {
 		return ""
 	}
-	return "\nWhere the downtime goes (medians): checkpoint (request to the source task deleted), copy (the checkpoint's blobs to the target's content store), restore (container and task created and started on the target).\n\n" +
+	return "\nWhere the downtime goes (medians): checkpoint (request to the checkpoint image in the source's content store), copy (the checkpoint's blobs to the target's content store), restore (container and task created and started on the target).\n\n" +
 		"| MiB | mode | checkpoint | copy | restore |\n|---|---|---|---|---|\n" + b.String()
 }
 
