@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/ckpt-dev/ckpt/runtime/migrate"
@@ -21,8 +18,6 @@ import (
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // The migration modes, in table order.
@@ -157,7 +152,7 @@ func runPlainMove(ctx context.Context, job migrateJob) (migrateOutcome, error) {
 		return migrateOutcome{}, fmt.Errorf("source containerd: %w", err)
 	}
 	defer src.Close()
-	dst, err := dialTarget(job.Target, job.Namespace)
+	dst, err := migrate.Dial(job.Target, job.Namespace, migrate.DefaultTimeout)
 	if err != nil {
 		return migrateOutcome{}, err
 	}
@@ -257,45 +252,4 @@ func copyBlob(ctx context.Context, from content.Provider, to content.Ingester, d
 	}
 	defer w.Close()
 	return content.Copy(ctx, w, content.NewReader(ra), d.Size, d.Digest)
-}
-
-// dialTarget connects to the target's mutual-TLS endpoint. The TLS is
-// done in the dialer: the endpoint, like stunnel or socat in front of a
-// socket, selects no ALPN protocol, which gRPC's own TLS credentials
-// insist on.
-func dialTarget(e migrate.Endpoint, namespace string) (*client.Client, error) {
-	hp := strings.TrimPrefix(e.Address, "tcp://")
-	host, _, err := net.SplitHostPort(hp)
-	if err != nil {
-		return nil, err
-	}
-	pem, err := os.ReadFile(e.CA)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	cert, err := tls.LoadX509KeyPair(e.Cert, e.Key)
-	if err != nil {
-		return nil, err
-	}
-	tc := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: host, MinVersion: tls.VersionTLS12}
-	conn, err := grpc.NewClient("passthrough:///"+hp,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			d := tls.Dialer{Config: tc}
-			return d.DialContext(ctx, "tcp", addr)
-		}),
-		// As ckpt migrate: a checkpoint's blobs travel in large writes.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", e.Address, err)
-	}
-	c, err := client.NewWithConn(conn, client.WithDefaultNamespace(namespace))
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return c, nil
 }

@@ -189,7 +189,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 }
 
 func (m *move) openSource(ctx context.Context) error {
-	src, err := dial(m.cfg.Source, m.cfg.Namespace, m.cfg.Timeout)
+	src, err := Dial(m.cfg.Source, m.cfg.Namespace, m.cfg.Timeout)
 	if err != nil {
 		return fmt.Errorf("source containerd: %w", err)
 	}

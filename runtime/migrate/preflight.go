@@ -15,7 +15,7 @@ import (
 // container's image as on the source or none of that name (then it is
 // copied along).
 func (m *move) preflight(ctx context.Context) error {
-	dst, err := dial(m.cfg.Target, m.cfg.Namespace, m.cfg.Timeout)
+	dst, err := Dial(m.cfg.Target, m.cfg.Namespace, m.cfg.Timeout)
 	if err != nil {
 		return fmt.Errorf("target containerd: %w", err)
 	}

@@ -83,11 +83,11 @@ func tlsConfig(e Endpoint, host string) (*tls.Config, error) {
 	}, nil
 }
 
-// dial connects to a containerd: client.New for a socket, a gRPC
+// Dial connects to a containerd as `ckpt migrate` does: client.New for a socket, a gRPC
 // connection with TLS credentials for TCP (client.New only dials unix
 // sockets). The connection is lazy: preflight's first call is what
 // reaches the server.
-func dial(e Endpoint, namespace string, timeout time.Duration) (*client.Client, error) {
+func Dial(e Endpoint, namespace string, timeout time.Duration) (*client.Client, error) {
 	ep, err := parseEndpoint(e)
 	if err != nil {
 		return nil, err
