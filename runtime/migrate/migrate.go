@@ -245,17 +245,9 @@ func (m *move) checkpointSource(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("wait on the source task: %w", err)
 	}
-	ref := fmt.Sprintf("ckpt-migrate/%s:%d", m.cfg.ID, time.Now().UnixNano())
-	m.log.WithField("image", ref).Info("checkpointing the source (stop-and-copy)")
-	// TaskExit before Task: Task sends the options as they are then.
-	m.checkpointAt = time.Now()
-	img, err := m.ctr.Checkpoint(cctx, ref,
-		client.WithCheckpointImage, client.WithCheckpointTaskExit, client.WithCheckpointTask,
-		client.WithCheckpointRuntime, client.WithCheckpointRW)
-	if err != nil {
-		return m.checkpointFailed(cctx, err)
+	if err := m.checkpointImage(cctx, m.log.WithField("mode", "stop-and-copy")); err != nil {
+		return err
 	}
-	m.checkpoint = img
 	select {
 	case <-exitC:
 	case <-time.After(30 * time.Second):
@@ -266,6 +258,25 @@ func (m *move) checkpointSource(ctx context.Context) error {
 	}
 	m.srcTask = nil
 	m.log.Info("source checkpointed and its task deleted")
+	return nil
+}
+
+// checkpointImage checkpoints the source task into a checkpoint image in
+// the source's content store (m.checkpoint), starting the downtime's
+// clock. The task ends with its checkpoint (a lazy one: with its
+// transfer).
+func (m *move) checkpointImage(ctx context.Context, log *logrus.Entry) error {
+	ref := fmt.Sprintf("ckpt-migrate/%s:%d", m.cfg.ID, time.Now().UnixNano())
+	log.WithField("image", ref).Info("checkpointing the source")
+	m.checkpointAt = time.Now()
+	// TaskExit before Task: Task sends the options as they are then.
+	img, err := m.ctr.Checkpoint(ctx, ref,
+		client.WithCheckpointImage, client.WithCheckpointTaskExit, client.WithCheckpointTask,
+		client.WithCheckpointRuntime, client.WithCheckpointRW)
+	if err != nil {
+		return m.checkpointFailed(ctx, err)
+	}
+	m.checkpoint = img
 	return nil
 }
 

@@ -73,16 +73,10 @@ func (m *move) startTransfer(ctx context.Context) error {
 		return fmt.Errorf("wait on the source task: %w", err)
 	}
 	m.srcExit = exitC
-	ref := fmt.Sprintf("ckpt-migrate/%s:%d", m.cfg.ID, time.Now().UnixNano())
-	m.log.WithFields(logrus.Fields{"image": ref, "page_server": m.cfg.PageServer}).Info("checkpointing the source (post-copy: its memory stays there, served)")
-	m.checkpointAt = time.Now()
-	img, err := m.ctr.Checkpoint(cctx, ref,
-		client.WithCheckpointImage, client.WithCheckpointTaskExit, client.WithCheckpointTask,
-		client.WithCheckpointRuntime, client.WithCheckpointRW)
-	if err != nil {
-		return m.checkpointFailed(cctx, err)
+	if err := m.checkpointImage(cctx, m.log.WithFields(logrus.Fields{"mode": "post-copy", "page_server": m.cfg.PageServer})); err != nil {
+		return err
 	}
-	m.checkpoint, m.transferring = img, true
+	m.transferring = true
 	m.restoreAnnotations = policy.LazyRestore{PageServer: m.cfg.PageServer, TLS: m.cfg.PageTLS}.Annotations()
 	m.log.Info("source frozen, its memory served")
 	return nil

@@ -86,19 +86,6 @@ type LazyRestore struct {
 // Annotations are r as container annotations.
 func (r LazyRestore) Annotations() map[string]string {
 	a := map[string]string{RestoreAnnotationPrefix + "lazy": "true", RestoreAnnotationPrefix + "page-server": r.PageServer}
-	set := func(k, v string) {
-		if v != "" {
-			a[RestoreAnnotationPrefix+k] = v
-		}
-	}
-	if r.TLS.Enabled {
-		set("tls", "true")
-	}
-	set("tls-cacert", r.TLS.CACert)
-	set("tls-cert", r.TLS.Cert)
-	set("tls-key", r.TLS.Key)
-	if r.TLS.NoCNVerify {
-		set("tls-no-cn-verify", "true")
-	}
+	addTLS(a, RestoreAnnotationPrefix, r.TLS)
 	return a
 }

@@ -62,24 +62,30 @@ var lazySetters = map[string]func(l *Lazy, v string) error{
 // Annotations are l as Update annotations.
 func (l Lazy) Annotations() map[string]string {
 	a := map[string]string{NextCheckpointPrefix + "page-server": l.PageServer}
-	set := func(k, v string) {
-		if v != "" {
-			a[NextCheckpointPrefix+k] = v
-		}
-	}
-	if l.TLS.Enabled {
-		set("tls", "true")
-	}
-	set("tls-cacert", l.TLS.CACert)
-	set("tls-cert", l.TLS.Cert)
-	set("tls-key", l.TLS.Key)
-	if l.TLS.NoCNVerify {
-		set("tls-no-cn-verify", "true")
-	}
+	addTLS(a, NextCheckpointPrefix, l.TLS)
 	if l.TransferTimeout > 0 {
-		set("transfer-timeout", l.TransferTimeout.String())
+		a[NextCheckpointPrefix+"transfer-timeout"] = l.TransferTimeout.String()
 	}
 	return a
+}
+
+// addTLS writes t as the tls* annotations under prefix, the keys both
+// lazySetters and restoreAnnotations read.
+func addTLS(a map[string]string, prefix string, t container.TLS) {
+	set := func(k, v string) {
+		if v != "" {
+			a[prefix+k] = v
+		}
+	}
+	if t.Enabled {
+		set("tls", "true")
+	}
+	set("tls-cacert", t.CACert)
+	set("tls-cert", t.Cert)
+	set("tls-key", t.Key)
+	if t.NoCNVerify {
+		set("tls-no-cn-verify", "true")
+	}
 }
 
 // Update is what a task Update's annotations ask of ckpt.
