@@ -292,6 +292,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	releaseMemory()
 	p.setStatus(task.Status_RUNNING)
 	s.send(&eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(p.Pid())})
+	s.watchOOM(ctx, c, p.Pid())
 	s.started(p, w)
 	return &taskAPI.StartResponse{Pid: uint32(p.Pid())}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	cdshim "github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/oom"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/errdefs"
@@ -55,6 +56,8 @@ type service struct {
 	lifecycleMu sync.Mutex
 	running     map[int]*process
 	watches     map[*exitWatch]struct{}
+
+	oom oom.Watcher // nil: no OOM events here (oom.go)
 }
 
 var _ taskAPI.TTRPCTaskService = (*service)(nil)
@@ -78,6 +81,7 @@ func NewTaskService(ctx context.Context, publisher events.Publisher, sd shutdown
 		running:    make(map[int]*process),
 		watches:    make(map[*exitWatch]struct{}),
 	}
+	s.oom = newOOMWatcher(ctx, s)
 	forwarded := make(chan struct{})
 	go s.processExits()
 	go func() {
