@@ -101,7 +101,9 @@ func (s *service) watchTransfer(c *container, t *transfer, req rcontainer.Checkp
 	releaseMemory()
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("lazy transfer ended without moving every page: the task runs on")
+		c.mu.Lock()
 		s.resyncPaused(ctx, c)
+		c.mu.Unlock()
 		return
 	}
 	log.G(ctx).WithField("took", time.Since(start)).Info("lazy transfer complete: every page moved, the task ended")
