@@ -4,14 +4,18 @@ import (
 	"context"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ckpt-dev/ckpt/console"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
+	"github.com/creack/pty"
 )
 
 // TestBinaryLogger runs logging programs as containerd's binary:// stdio
@@ -125,7 +129,56 @@ func TestBinaryLoggerURI(t *testing.T) {
 			t.Errorf("%s: args %q, %v; want %q", tc.uri, b.args, err, tc.wantArgs)
 		}
 	}
-	if _, err := newProcIO(context.Background(), stdio.Stdio{Stdout: "binary:///bin/log", Terminal: true}, 0, 0, "c1"); !errdefs.IsNotImplemented(err) {
-		t.Errorf("a terminal with binary:// stdio: %v; want not implemented", err)
+}
+
+// A terminal's output goes to the logging binary (nerdctl run -d -t): what
+// the process writes on its terminal is in the logger's stdout, and the
+// logger ends at the terminal's end.
+func TestBinaryLoggerTerminal(t *testing.T) {
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "logger")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\nexec 5>&-\ncat <&3 > \"$out\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "log")
+	uri := (&url.URL{Scheme: "binary", Path: prog}).String()
+	ctx := namespaces.WithNamespace(context.Background(), "ns1")
+	t.Setenv("out", out)
+	pio, err := newProcIO(ctx, stdio.Stdio{Stdout: uri, Stderr: uri, Terminal: true}, os.Getuid(), os.Getgid(), "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.close()
+	if err := pio.start(); err != nil {
+		t.Fatal(err)
+	}
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/busybox", "sh", "-c", "echo on-the-terminal-$((6*7))")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	master, err := console.MasterFromFile(ptmx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pio.attachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	done := make(chan struct{})
+	go func() { pio.wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the logger did not end with the terminal")
+	}
+	if got, _ := os.ReadFile(out); !strings.Contains(string(got), "on-the-terminal-42") {
+		t.Fatalf("the logger wrote %q", got)
 	}
 }

@@ -29,6 +29,9 @@ type procIO struct {
 	pipes   *pipes           // no terminal: the process's pipes; nil without stdio
 	console *console.Console // terminal only
 	logger  *binaryLogger    // binary:// stdio: reads the pipes instead of the shim
+	// logOut is the read end of the pipe a terminal's console writes its
+	// output into for the logger (binary:// with a terminal), until start.
+	logOut *os.File
 
 	mu      sync.Mutex
 	stdin   *console.Input // the stdin FIFO of a process with pipes
@@ -51,14 +54,13 @@ func newProcIO(ctx context.Context, sio stdio.Stdio, uid, gid int, id string) (*
 			// One file takes both streams, as the runc shim does.
 			p.stdio.Stdout, p.stdio.Stderr = u.Path, u.Path
 		case "binary":
-			if sio.Terminal {
-				return nil, fmt.Errorf("a terminal with binary:// stdio: %w", errdefs.ErrNotImplemented)
-			}
 			if p.logger, err = newBinaryLogger(ctx, u, id); err != nil {
 				return nil, err
 			}
-			// The logger reads both streams; there is no stdin.
-			p.stdio.Stdin = ""
+			if !sio.Terminal {
+				// The logger reads both streams; there is no stdin.
+				p.stdio.Stdin = ""
+			}
 		default:
 			return nil, fmt.Errorf("stdio scheme %q (only FIFOs, file:// and binary:// are supported): %w", u.Scheme, errdefs.ErrNotImplemented)
 		}
@@ -95,7 +97,20 @@ func (p *procIO) newConsole() error {
 		}
 		in = input
 	}
-	if p.stdio.Stdout != "" {
+	switch {
+	case p.logger != nil:
+		// The terminal's output (stdout and stderr in one) goes to the
+		// logger's stdout; the console closes it at the terminal's end, and
+		// the logger reads EOF.
+		r, w, err := os.Pipe()
+		if err != nil {
+			if in != nil {
+				in.(io.Closer).Close()
+			}
+			return err
+		}
+		p.logOut, out = r, w
+	case p.stdio.Stdout != "":
 		output, err := console.OpenOutput(p.ctx, p.stdio.Stdout)
 		if err != nil {
 			if in != nil {
@@ -121,6 +136,13 @@ func (p *procIO) childFiles() [3]*os.File {
 // the FIFOs are open; output written before the client's reader is there
 // waits for it (console.OpenOutput).
 func (p *procIO) start() error {
+	if p.logOut != nil {
+		// A terminal's logger: it holds the read end from here.
+		err := p.logger.start(p.ctx, p.logOut, nil)
+		p.logOut.Close()
+		p.logOut = nil
+		return err
+	}
 	if p.pipes == nil {
 		return nil
 	}
@@ -272,6 +294,10 @@ func (p *procIO) close() {
 	p.mu.Unlock()
 	if p.pipes != nil {
 		p.pipes.Close()
+	}
+	if p.logOut != nil {
+		p.logOut.Close()
+		p.logOut = nil
 	}
 	if p.logger != nil {
 		p.logger.kill()
