@@ -80,12 +80,17 @@ func (b *binaryLogger) start(ctx context.Context, stdout, stderr *os.File) error
 	files := []*os.File{stdout, stderr, readyW}
 	for i, f := range files[:2] {
 		if f == nil {
-			// The logger expects fds 3 and 4; an absent stream reads EOF.
-			if files[i], err = os.Open(os.DevNull); err != nil {
+			// The logger expects fds 3 and 4; an absent stream (a
+			// terminal's stderr) is a pipe at EOF, as containerd's runc
+			// shim gives it: nerdctl's logger fails on /dev/null there.
+			r, w, err := os.Pipe()
+			if err != nil {
 				readyW.Close()
 				return err
 			}
-			defer files[i].Close()
+			w.Close()
+			files[i] = r
+			defer r.Close()
 		}
 	}
 	cmd := exec.Command(b.path, b.args...)

@@ -194,7 +194,11 @@ func (s *service) connectIO(p *process, sock *console.Socket) error {
 	if err != nil {
 		return err
 	}
-	return p.io.attachConsole(master)
+	if err := p.io.attachConsole(master); err != nil {
+		return err
+	}
+	// A terminal's logging binary (binary:// stdio) starts here.
+	return p.io.start()
 }
 
 // createRestore starts CRIU; it returns at setup-namespaces (see Engine).

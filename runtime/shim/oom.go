@@ -54,7 +54,7 @@ func (s *service) watchOOM(ctx context.Context, c *container, pid int) {
 			cg, err = cgroupsv2.Load(path)
 		}
 	} else {
-		cg, err = cgroup1.Load(cgroup1.PidPath(pid), cgroup1.WithHiearchy(cgroup1.Default))
+		cg, err = cgroup1.Load(cgroup1.PidPath(pid), cgroup1.WithHierarchy(cgroup1.Default))
 	}
 	if err == nil {
 		err = s.oom.Add(c.id, cg)
