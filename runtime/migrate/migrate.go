@@ -292,12 +292,19 @@ func (m *move) checkpointFailed(ctx context.Context, cause error) error {
 
 // toTarget copies the checkpoint and recreates the container there.
 func (m *move) toTarget(ctx context.Context) error {
-	lease, err := m.dst.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour),
+	// Not cut short by ctx: a Create the target carries out after the
+	// client gave up would leave a lease nobody knows to delete.
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Timeout)
+	lease, err := m.dst.LeasesService().Create(lctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour),
 		leases.WithLabel("ckpt.migrate/container", m.cfg.ID))
+	lcancel()
 	if err != nil {
 		return fmt.Errorf("lease on the target: %w", err)
 	}
 	m.lease = &lease
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
+	}
 	ctx = leases.WithLease(ctx, lease.ID)
 	sctx, cancel := context.WithTimeout(ctx, m.cfg.StepTimeout)
 	defer cancel()
@@ -318,10 +325,12 @@ func (m *move) toTarget(ctx context.Context) error {
 	m.log.WithFields(logrus.Fields{"copied": m.copied, "total": cp.total, "took": time.Since(start)}).Info("checkpoint copied")
 
 	if !m.hasImg {
+		// Marked before the call: an interrupted Create may still have
+		// made it, and the target had no image of that name (preflight).
+		m.madeImage = true
 		if _, err := m.dst.ImageService().Create(sctx, images.Image{Name: m.image.Name, Target: m.image.Target, Labels: m.image.Labels}); err != nil {
 			return fmt.Errorf("image %s on the target: %w", m.image.Name, err)
 		}
-		m.madeImage = true
 		img := client.NewImage(m.dst, m.image)
 		if err := img.Unpack(sctx, m.info.Snapshotter); err != nil {
 			return fmt.Errorf("unpack image %s on the target: %w", m.image.Name, err)
