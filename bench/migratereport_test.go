@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,5 +44,24 @@ func TestPostCopyTargets(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("no %q in %q", want, got)
 		}
+	}
+}
+
+// The chart is drawn: a PNG with both panels.
+func TestMigrationChart(t *testing.T) {
+	ms := time.Millisecond
+	samples := []migSample{
+		{Mode: modePostCopy, MemMiB: 64, Downtime: 170 * ms, Total: 800 * ms, Check: "check ok 1"},
+		{Mode: modePostCopy, MemMiB: 1024, Downtime: 270 * ms, Total: 4500 * ms, Check: "check ok 1"},
+		{Mode: modeStopCopy, MemMiB: 64, Downtime: 900 * ms, Total: 950 * ms, Check: "check ok 1"},
+		{Mode: modeStopCopy, MemMiB: 1024, Downtime: 12 * time.Second, Total: 12500 * ms, Check: "check ok 1"},
+	}
+	path := filepath.Join(t.TempDir(), "migration.png")
+	if err := migrationChart(path, samples); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 1000 || string(b[1:4]) != "PNG" {
+		t.Fatalf("chart: %d bytes, %v", len(b), err)
 	}
 }

@@ -377,10 +377,15 @@ func chart(path string, samples []Sample) error {
 		p.Legend.Top, p.Legend.Left = true, true
 		panels = append(panels, p)
 	}
+	return writePanels(path, panels)
+}
+
+// writePanels draws panels side by side into a PNG at path: the layout
+// both charts (memory.png, migration.png) use.
+func writePanels(path string, panels []*plot.Plot) error {
 	img := vgimg.New(12*vg.Inch, 5*vg.Inch)
-	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: 1, Cols: len(panels), PadX: vg.Inch / 4, PadTop: vg.Inch / 8, PadBottom: vg.Inch / 8, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 8}
-	canvases := plot.Align([][]*plot.Plot{panels}, tiles, dc)
+	canvases := plot.Align([][]*plot.Plot{panels}, tiles, draw.New(img))
 	for i, p := range panels {
 		p.Draw(canvases[0][i])
 	}
