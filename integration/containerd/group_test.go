@@ -220,3 +220,26 @@ func countsOn(t *testing.T, out *syncBuffer) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRuncGroupAnnotation: containers that carry containerd's runc shim
+// grouping annotation (io.containerd.runc.v2.group), outside any pod,
+// share one ckpt shim as they would share a runc shim; each checkpoints
+// and restores on its own while the other counts on.
+func TestRuncGroupAnnotation(t *testing.T) {
+	d := daemon(t)
+	ctx := testContext(t, d)
+	group := fmt.Sprintf("ckpt-group-%d-%d", os.Getpid(), seq.Add(1))
+	inGroup := oci.WithAnnotations(map[string]string{ckptshim.GroupAnnotation: group})
+	a := newContainer(t, d, ctx, counter, inGroup)
+	b := newContainer(t, d, ctx, counter, inGroup)
+	aTask, aStatus, aOut := startCounter(t, d, ctx, a)
+	bTask, _, bOut := startCounter(t, d, ctx, b)
+	groupShim(t, d, group, aTask, bTask)
+
+	dir := checkpointExit(t, ctx, aTask, aStatus)
+	beforeB := lastNumber(bOut.String())
+	waitOutput(t, bOut, fmt.Sprintf("\n%d\n", beforeB+3), 10*time.Second)
+	aTask, _, after := restoreTask(t, d, ctx, a, client.WithRestoreImagePath(dir))
+	expectContinues(t, aOut, after)
+	groupShim(t, d, group, aTask, bTask)
+}

@@ -22,6 +22,8 @@ func TestShimGroup(t *testing.T) {
 		{name: "pod container", config: `{"annotations":{"` + SandboxIDAnnotation + `":"pod1","io.kubernetes.cri.container-type":"container"}}`, want: "pod1"},
 		{name: "sandbox", config: `{"annotations":{"` + SandboxIDAnnotation + `":"c1"}}`, want: "c1"},
 		{name: "no pod", config: `{"annotations":{"other":"x"}}`, want: "c1"},
+		{name: "runc's group", config: `{"annotations":{"` + GroupAnnotation + `":"g1"}}`, want: "g1"},
+		{name: "runc's group before the pod", config: `{"annotations":{"` + GroupAnnotation + `":"g1","` + SandboxIDAnnotation + `":"pod1"}}`, want: "g1"},
 		{name: "no annotations", config: `{}`, want: "c1"},
 		{name: "empty sandbox id", config: `{"annotations":{"` + SandboxIDAnnotation + `":""}}`, want: "c1"},
 		{name: "no config.json", err: true},

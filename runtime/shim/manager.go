@@ -94,16 +94,24 @@ func (m manager) Name() string { return m.name }
 // pod's id: the containers of one pod share a shim.
 const SandboxIDAnnotation = "io.kubernetes.cri.sandbox-id"
 
-// shimGroup is the id of the shim that serves container id of bundle:
-// its pod's id, or its own. The pause container's id is the pod's, so
-// the first container of a pod starts the shim and names it.
+// GroupAnnotation names a group of containers that share one shim
+// outside a pod: the annotation containerd's runc shim reads, so that a
+// container keeps its grouping when it moves from runc's runtime to ckpt's.
+const GroupAnnotation = "io.containerd.runc.v2.group"
+
+// shimGroup is the id of the shim that serves container id of bundle: its
+// group's (GroupAnnotation, then its pod's id), or its own. The pause
+// container's id is the pod's, so the first container of a pod starts the
+// shim and names it.
 func shimGroup(id, bundle string) (string, error) {
 	annotations, err := policy.ReadAnnotations(bundle)
 	if err != nil {
 		return "", fmt.Errorf("shim group of %q: %w", id, err)
 	}
-	if g := annotations[SandboxIDAnnotation]; g != "" {
-		return g, nil
+	for _, key := range []string{GroupAnnotation, SandboxIDAnnotation} {
+		if g := annotations[key]; g != "" {
+			return g, nil
+		}
 	}
 	return id, nil
 }
