@@ -93,12 +93,13 @@ func (e *engine) checkpoints(t *testing.T, name string) []string {
 	return out
 }
 
-// counterScript prints 0, 1, 2, ... to stdout and into /tmp/count, renamed
-// into place: a plain `> /tmp/count` truncates first, and a `docker exec
-// cat` in between reads an empty file. (No listening socket: CRIU 4.1.1
-// cannot dump TCP sockets on kernel 6.18, "Can't get 1:16 opt", with any
-// runtime.)
-const counterScript = `i=0; while :; do echo $i; echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; i=$((i+1)); sleep 0.1; done`
+// counterScript prints 0, 1, 2, ... to stdout and into /tmp/count (read
+// with readCount). The file is written in place, not renamed: a checkpoint
+// that catches the shell with a temp file open, taken with the container
+// left running, could not be restored once that file was gone. (No
+// listening socket: CRIU 4.1.1 cannot dump TCP sockets on kernel 6.18,
+// "Can't get 1:16 opt", with any runtime.)
+const counterScript = `i=0; while :; do echo $i; echo $i > /tmp/count; i=$((i+1)); sleep 0.1; done`
 
 // counter is the container's output so far, as numbers.
 func (e *engine) counter(t *testing.T, name string) []int {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runtimeCase is a Docker runtime the scenarios run through: ckpt, whose
@@ -155,8 +156,7 @@ func testBridgeCounter(t *testing.T, e *engine, rt runtimeCase) {
 		e.assertNetworkFiles(t, name, ip)
 		gateway := e.inspect(t, name, "{{.NetworkSettings.Gateway}}")
 		e.must(t, "exec", name, "ping", "-c", "1", "-W", "5", gateway)
-		out := e.must(t, "exec", name, "cat", "/tmp/count")
-		if v, err := strconv.Atoi(out); err != nil || v <= before {
+		if v, out := e.readCount(t, name); v <= before {
 			t.Fatalf("%s: docker exec cat /tmp/count after restore %s: %q (the checkpoint was at %d)", name, cp, out, before)
 		}
 	}
@@ -277,4 +277,20 @@ func (e *engine) assertNetworkFiles(t *testing.T, name, ip string) {
 	if hosts := e.must(t, "exec", name, "cat", "/etc/hosts"); !strings.Contains(hosts, ip) {
 		t.Fatalf("%s: /etc/hosts lacks %s:\n%s", name, ip, hosts)
 	}
+}
+
+// readCount reads the counter's /tmp/count with docker exec. The shell
+// truncates the file before each write, so a read can come in between and
+// find it empty: that read is tried again (a few times, 50 ms apart).
+func (e *engine) readCount(t *testing.T, name string) (int, string) {
+	t.Helper()
+	var out string
+	for try := 0; try < 5; try++ {
+		out = e.must(t, "exec", name, "cat", "/tmp/count")
+		if v, err := strconv.Atoi(strings.TrimSpace(out)); err == nil {
+			return v, out
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return -1, out
 }
