@@ -3,6 +3,7 @@ package containerd_test
 import (
 	"context"
 	"io"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -89,27 +90,7 @@ func TestCheckpointRestore(t *testing.T) {
 	c := newContainer(t, d, ctx, counter)
 	task, statusC, before := startCounter(t, d, ctx, c)
 
-	checkpoint, err := c.Checkpoint(ctx, "ckpt-test/"+c.ID()+":1",
-		client.WithCheckpointRuntime, client.WithCheckpointRW, client.WithCheckpointTaskExit, client.WithCheckpointTask)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Client.ImageService().Delete(context.WithoutCancel(ctx), checkpoint.Name()) })
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
-	id := c.ID()
-	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil {
-		t.Fatal(err)
-	}
-
-	c, err = d.Client.Restore(ctx, id, checkpoint,
-		client.WithRestoreImage, client.WithRestoreSpec, client.WithRestoreRuntime, client.WithRestoreRW)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeContainer(t, d, c) })
+	c, checkpoint := recreateFromCheckpoint(t, d, ctx, c, task, statusC, "1")
 	task, statusC, after := restoreTask(t, d, ctx, c, client.WithTaskCheckpoint(checkpoint))
 	expectContinues(t, before, after)
 
@@ -314,4 +295,45 @@ func TestCheckpointNoOptions(t *testing.T) {
 	if _, err := task.Delete(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// recreateFromCheckpoint checkpoints task into an image tagged tag (the
+// task exits), deletes the task and the container, and makes the
+// container again from the checkpoint (its image, spec, runtime and
+// writable layer), as `ctr container restore` does; the task is left to
+// the caller.
+func recreateFromCheckpoint(t *testing.T, d *harness.Daemon, ctx context.Context, c client.Container, task client.Task, statusC <-chan client.ExitStatus, tag string) (client.Container, client.Image) {
+	t.Helper()
+	checkpoint, err := c.Checkpoint(ctx, "ckpt-test/"+c.ID()+":"+tag,
+		client.WithCheckpointRuntime, client.WithCheckpointRW, client.WithCheckpointTaskExit, client.WithCheckpointTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Client.ImageService().Delete(context.WithoutCancel(ctx), checkpoint.Name()) })
+	waitStatus(t, statusC, 10*time.Second)
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := c.ID()
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil {
+		t.Fatal(err)
+	}
+	c, err = d.Client.Restore(ctx, id, checkpoint,
+		client.WithRestoreImage, client.WithRestoreSpec, client.WithRestoreRuntime, client.WithRestoreRW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeContainer(t, d, c) })
+	return c, checkpoint
+}
+
+// buildMemsum builds integration/internal/memsum (the workload that
+// checks its memory) for bind-mounting into a container.
+func buildMemsum(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "memsum")
+	if out, err := exec.Command("go", "build", "-o", bin, "../internal/memsum").CombinedOutput(); err != nil {
+		t.Fatalf("build memsum: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -2,8 +2,6 @@ package containerd_test
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"syscall"
 	"testing"
@@ -40,10 +38,7 @@ func waitSum(t *testing.T, out *syncBuffer, k string) string {
 func TestLazyRestoreThroughShim(t *testing.T) {
 	d := daemon(t)
 	ctx := testContext(t, d)
-	bin := filepath.Join(t.TempDir(), "memsum")
-	if out, err := exec.Command("go", "build", "-o", bin, "../internal/memsum").CombinedOutput(); err != nil {
-		t.Fatalf("build memsum: %v\n%s", err, out)
-	}
+	bin := buildMemsum(t)
 	c := newContainer(t, d, ctx, []string{"/memsum", "256"}, oci.WithMounts([]specs.Mount{
 		{Type: "bind", Source: bin, Destination: "/memsum", Options: []string{"rbind", "ro"}},
 	}))
@@ -51,26 +46,7 @@ func TestLazyRestoreThroughShim(t *testing.T) {
 	task, statusC := startTask(t, ctx, c, streams(d, nil, before, nil, false))
 	want := waitSum(t, before, "1")
 
-	checkpoint, err := c.Checkpoint(ctx, "ckpt-test/"+c.ID()+":lazy",
-		client.WithCheckpointRuntime, client.WithCheckpointRW, client.WithCheckpointTaskExit, client.WithCheckpointTask)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Client.ImageService().Delete(context.WithoutCancel(ctx), checkpoint.Name()) })
-	waitStatus(t, statusC, 10*time.Second)
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
-	id := c.ID()
-	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil {
-		t.Fatal(err)
-	}
-	c, err = d.Client.Restore(ctx, id, checkpoint,
-		client.WithRestoreImage, client.WithRestoreSpec, client.WithRestoreRuntime, client.WithRestoreRW)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeContainer(t, d, c) })
+	c, checkpoint := recreateFromCheckpoint(t, d, ctx, c, task, statusC, "lazy")
 	spec, err := c.Spec(ctx)
 	if err != nil {
 		t.Fatal(err)

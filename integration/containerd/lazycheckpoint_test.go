@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -34,10 +32,7 @@ func freeLoopbackPort(t *testing.T) string {
 func TestLazyCheckpointAbortedThroughShim(t *testing.T) {
 	d := daemon(t)
 	ctx := testContext(t, d)
-	bin := filepath.Join(t.TempDir(), "memsum")
-	if out, err := exec.Command("go", "build", "-o", bin, "../internal/memsum").CombinedOutput(); err != nil {
-		t.Fatalf("build memsum: %v\n%s", err, out)
-	}
+	bin := buildMemsum(t)
 	c := newContainer(t, d, ctx, []string{"/memsum", "64"}, oci.WithMounts([]specs.Mount{
 		{Type: "bind", Source: bin, Destination: "/memsum", Options: []string{"rbind", "ro"}},
 	}))

@@ -1,8 +1,6 @@
 package containerd_test
 
 import (
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -20,10 +18,7 @@ import (
 func TestTaskOOM(t *testing.T) {
 	d := daemon(t)
 	ctx := testContext(t, d)
-	bin := filepath.Join(t.TempDir(), "memsum")
-	if out, err := exec.Command("go", "build", "-o", bin, "../internal/memsum").CombinedOutput(); err != nil {
-		t.Fatalf("build memsum: %v\n%s", err, out)
-	}
+	bin := buildMemsum(t)
 	// It counts (a checkpoint needs a running task) until SIGUSR1, then
 	// takes 256 MiB under a 32 MiB limit.
 	script := "trap 'exec /memsum 256' USR1; i=0; while :; do i=$((i+1)); echo $i; sleep 0.02; done"

@@ -30,6 +30,13 @@ import (
 	"github.com/containerd/errdefs"
 )
 
+// What memsum (integration/internal/memsum) prints: the checksum of its
+// memory once written, then one at each SIGUSR1.
+var (
+	firstSum = regexp.MustCompile(`sum 1 ([0-9a-f]{64})`)
+	anySum   = regexp.MustCompile(`sum \d+ ([0-9a-f]{64})`)
+)
+
 var shared struct {
 	once   sync.Once
 	h      *harness.Hosts
@@ -68,7 +75,7 @@ func hosts(t *testing.T) *harness.Hosts {
 			return
 		}
 		// The workload runs in busybox's rootfs: static.
-		if shared.err = goBuild(filepath.Join(shared.rootfs, "bin", "memsum"), "./integration/migrate/memsum", true); shared.err != nil {
+		if shared.err = goBuild(filepath.Join(shared.rootfs, "bin", "memsum"), "./integration/internal/memsum", true); shared.err != nil {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

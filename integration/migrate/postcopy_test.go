@@ -28,7 +28,7 @@ func memsumOnSource(t *testing.T, h *harness.Hosts, mib int) (client.Container, 
 	c := newContainer(t, h, []string{"memsum", fmt.Sprint(mib)})
 	out := &syncBuffer{}
 	task := startTask(t, h, c, nil, out, false)
-	sum := waitMatch(t, out, regexp.MustCompile(`ready ([0-9a-f]{64})`), 2*time.Minute)[1]
+	sum := waitMatch(t, out, firstSum, 2*time.Minute)[1]
 	return c, task, out, sum
 }
 
@@ -55,7 +55,7 @@ func expectSourceWhole(t *testing.T, h *harness.Hosts, task client.Task, pid uin
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	sums := regexp.MustCompile(`sum ([0-9a-f]{64})`).FindAllStringSubmatch(out.String(), -1)
+	sums := anySum.FindAllStringSubmatch(out.String(), -1)
 	if got := sums[len(sums)-1][1]; got != sum {
 		t.Fatalf("the source's memory checksum is %s, was %s", got, sum)
 	}
